@@ -1,0 +1,1 @@
+//! Canopy's sans-IO packet pipelines.
