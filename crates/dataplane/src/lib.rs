@@ -1,1 +1,12 @@
-//! Canopy's sans-IO packet pipelines.
+//! Canopy's sans-IO packet pipelines: everything that decides what happens to a packet,
+//! as plain functions and state machines over byte buffers. No sockets, threads or
+//! clocks here; the daemons feed these with packets and the time.
+//!
+//! - [`siit`]: the RFC 7915 translation between a VM's IPv4 packets and the IPv6
+//!   substrate (`locator | network id | IPv4` addresses, no encapsulation).
+//! - [`drops`]: the reasons a packet is dropped, and their counters.
+
+pub mod drops;
+pub mod siit;
+
+pub use drops::{DropCounters, DropReason};

@@ -16,6 +16,7 @@
 pub mod checksum;
 pub mod ipv4;
 pub mod ipv6;
+pub mod virtio;
 
 use core::fmt;
 

@@ -1,0 +1,151 @@
+//! Why a packet was dropped. Every drop anywhere in the data path names one of these
+//! reasons and is counted under it, so an operator can always answer "where did my
+//! packet go" from the counters alone.
+
+use core::fmt;
+
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )*) => {
+        /// A reason for dropping a packet; `as_str` is the name used in logs, metrics and
+        /// `canopy translate` summaries.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[ $( DropReason::$variant, )* ];
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// The reason's snake_case name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( DropReason::$variant => $name, )* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Given to the IPv4 -> IPv6 encoder but not an IPv4 packet.
+    NotIpv4 = "not_ipv4",
+    /// Given to the IPv6 -> IPv4 decoder but not an IPv6 packet.
+    NotIpv6 = "not_ipv6",
+    /// A header, or the length it announces, runs past the end of the packet.
+    Truncated = "truncated",
+    /// A header field makes the packet meaningless (bad IHL, total length below the
+    /// header, a second fragment header, an extension header chain too long...).
+    Malformed = "malformed",
+    /// IPv4 with an unexpired loose or strict source route (RFC 7915 section 4.1).
+    SourceRoute = "source_route",
+    /// IPv6 with a routing header whose segments-left is not zero (RFC 7915 section 5.1).
+    RoutingHeader = "routing_header",
+    /// TTL or hop limit would reach zero (only when the translator acts as a router).
+    TtlExceeded = "ttl_exceeded",
+    /// UDP without a checksum that cannot be given one: an IPv4 fragment (RFC 7915
+    /// section 4.5), or IPv6 UDP with a zero checksum, which IPv6 forbids.
+    UdpZeroChecksum = "udp_zero_checksum",
+    /// A fragment of an ICMP message: its checksum cannot be fixed for the new
+    /// pseudo-header without the whole message.
+    FragmentedIcmp = "fragmented_icmp",
+    /// An ICMP type or code that has no counterpart in the other version (redirects,
+    /// source quench, neighbour discovery, MLD, obsolete or unknown types, parameter
+    /// problem pointers that point at fields the other header lacks...).
+    IcmpUntranslatable = "icmp_untranslatable",
+    /// An ICMP error message about another ICMP error.
+    IcmpErrorInError = "icmp_error_in_error",
+    /// An ICMP error message whose checksum does not verify (it would be recomputed, so
+    /// translating it would launder the corruption).
+    IcmpBadChecksum = "icmp_bad_checksum",
+    /// The packet inside an ICMP error is not a readable IP header of the right version.
+    IcmpBadInner = "icmp_bad_inner",
+    /// The packet inside an ICMP error belongs to another virtual network than the error
+    /// itself: never let an error carry one tenant's addresses to another.
+    InnerNetworkMismatch = "inner_network_mismatch",
+    /// IGMP: link-local to the IPv4 side, never translated (RFC 7915 section 4.2).
+    Igmp = "igmp",
+    /// The translated packet would exceed the configured substrate MTU (the caller
+    /// answers with "fragmentation needed" / "packet too big").
+    TooBig = "too_big",
+    /// The `virtio_net_hdr` that came with the packet does not describe it (segmentation
+    /// of a fragment, a GSO type that does not match the protocol, a checksum offset that
+    /// is not the L4 checksum...).
+    OffloadMismatch = "offload_mismatch",
+    /// The buffer has no room for the translated packet.
+    NoRoom = "no_room",
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A counter per drop reason. Plain integers: each pipeline owns its counters (one per
+/// worker), and whoever exports metrics sums them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; DropReason::COUNT],
+}
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters {
+            counts: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl DropCounters {
+    #[inline]
+    pub fn inc(&mut self, r: DropReason) {
+        self.counts[r as usize] += 1;
+    }
+
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.counts[r as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The reasons with a non-zero count, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert!(names.iter().all(|n| n
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn counts_by_reason() {
+        let mut c = DropCounters::default();
+        c.inc(DropReason::TooBig);
+        c.inc(DropReason::TooBig);
+        c.inc(DropReason::NotIpv4);
+        assert_eq!(c.get(DropReason::TooBig), 2);
+        assert_eq!(c.total(), 3);
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            vec![(DropReason::NotIpv4, 1), (DropReason::TooBig, 2)]
+        );
+    }
+}
