@@ -58,7 +58,9 @@ fn udp64() -> Vec<u8> {
 }
 
 fn tcp(len: usize, partial: bool) -> Vec<u8> {
-    let mut t = vec![0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0];
+    let mut t = vec![
+        0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
+    ];
     t.resize(len - 20, 0xa5);
     let pseudo = checksum::pseudo_v4([10, 0, 0, 2], [10, 0, 1, 3], 6, t.len() as u16);
     let c = if partial {

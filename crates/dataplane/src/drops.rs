@@ -65,6 +65,9 @@ drop_reasons! {
     InnerNetworkMismatch = "inner_network_mismatch",
     /// IGMP: link-local to the IPv4 side, never translated (RFC 7915 section 4.2).
     Igmp = "igmp",
+    /// IPv4 whose protocol number names an IPv6 extension header or ICMPv6 (0, 43, 44,
+    /// 58, 60): copied into an IPv6 next header it would be parsed as something it is not.
+    ProtocolUntranslatable = "protocol_untranslatable",
     /// The translated packet would exceed the configured substrate MTU (the caller
     /// answers with "fragmentation needed" / "packet too big").
     TooBig = "too_big",

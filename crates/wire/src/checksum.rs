@@ -2,8 +2,8 @@
 //!
 //! Sums are carried as folded 16-bit ones' complement values (`u16`, not inverted); a
 //! checksum *field* holds the inverted sum. [`update`] is RFC 1624 equation 3,
-//! `HC' = ~(~HC + ~m + m')`, which never produces the ambiguous `0x0000` from a non-zero
-//! input the way the older equation 2 could.
+//! `HC' = ~(~HC + ~m + m')`: the older equation 2 (RFC 1141) could give `0xffff` where
+//! the correct checksum is `0x0000`.
 
 /// Ones' complement sum of `data`, folded to 16 bits (not inverted). An odd trailing byte
 /// is summed as if padded with a zero byte, as every Internet checksum requires.

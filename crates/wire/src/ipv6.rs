@@ -188,7 +188,8 @@ impl FragRepr {
         Ok(())
     }
 
-    /// True for any fragment (also the "atomic" fragment with offset 0 and M clear).
+    /// True for the first fragment (offset 0), which carries the upper-layer header;
+    /// also true for an "atomic" fragment (offset 0, M clear).
     pub fn is_first(&self) -> bool {
         self.offset == 0
     }
@@ -209,10 +210,10 @@ pub struct Ipv6Exts {
 }
 
 impl Ipv6Exts {
-    /// Walks from `first` over `payload`. Stops at the first header that is not an
-    /// extension header, or after a fragment header of a non-first fragment (the rest is
-    /// fragment data). AH is walked with its 4-octet length unit; ESP and unknown
-    /// protocols end the chain.
+    /// Walks from `first` over `payload` past hop-by-hop, routing and destination options
+    /// headers and the fragment header. Stops at the first other header (the upper
+    /// layer), or after the fragment header of a non-first fragment (the rest is fragment
+    /// data).
     pub fn walk(first: IpProtocol, payload: &[u8]) -> Result<Ipv6Exts> {
         let mut nh = first;
         let mut at = 0usize;
@@ -233,7 +234,7 @@ impl Ipv6Exts {
                 if !f.is_first() {
                     break;
                 }
-            } else if nh.is_generic_ipv6_ext() || nh == IpProtocol::AH {
+            } else if nh.is_skipped_ipv6_ext() {
                 let b = &payload[at..];
                 need("ipv6 extension header", b, 8)?;
                 if nh == IpProtocol::HOPOPT && at != 0 {
@@ -242,11 +243,7 @@ impl Ipv6Exts {
                         field: "hop-by-hop options not first",
                     });
                 }
-                let len = if nh == IpProtocol::AH {
-                    (b[1] as usize + 2) * 4
-                } else {
-                    (b[1] as usize + 1) * 8
-                };
+                let len = (b[1] as usize + 1) * 8;
                 need("ipv6 extension header", b, len)?;
                 if nh == IpProtocol::IPV6_ROUTE {
                     routing = Some(b[3]);

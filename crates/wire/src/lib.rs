@@ -13,9 +13,16 @@
 //!
 //! Nothing here allocates or does I/O; malformed input is an [`Error`], never a panic.
 
+pub mod arp;
 pub mod checksum;
+pub mod dhcpv4;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
+pub mod udp;
 pub mod virtio;
 
 use core::fmt;
@@ -106,12 +113,13 @@ impl IpProtocol {
     pub const EXP1: IpProtocol = IpProtocol(253);
     pub const EXP2: IpProtocol = IpProtocol(254);
 
-    /// True for the IPv6 extension headers that share the generic
-    /// `next header, length in 8-octet units - 1` layout and may be skipped
-    /// (RFC 8200 section 4, RFC 7045). The fragment header (fixed 8 bytes) and AH
-    /// (length in 4-octet units) are handled separately.
-    pub fn is_generic_ipv6_ext(self) -> bool {
-        matches!(self.0, 0 | 43 | 60 | 135 | 139 | 140 | 253 | 254)
+    /// True for the IPv6 extension headers that are walked over to find the upper layer:
+    /// hop-by-hop options, routing and destination options (the `next header, length in
+    /// 8-octet units - 1` layout). The fragment header is handled on its own. AH,
+    /// Mobility, HIP and Shim6 are treated as the upper layer, as RFC 7915 section 5.1
+    /// does: a translator copies them, it does not skip them.
+    pub fn is_skipped_ipv6_ext(self) -> bool {
+        matches!(self.0, 0 | 43 | 60)
     }
 }
 

@@ -96,7 +96,10 @@ mod tests {
     fn layout_is_little_endian() {
         let h = VirtioNetHdr::parse(&[1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0]).unwrap();
         assert!(h.needs_csum() && h.is_gso());
-        assert_eq!((h.hdr_len, h.gso_size, h.csum_start, h.csum_offset), (66, 1448, 34, 16));
+        assert_eq!(
+            (h.hdr_len, h.gso_size, h.csum_start, h.csum_offset),
+            (66, 1448, 34, 16)
+        );
         assert!(VirtioNetHdr::parse(&[0; 9]).is_err());
     }
 }

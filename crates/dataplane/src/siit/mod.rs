@@ -265,21 +265,25 @@ impl V6Header<'_> {
     /// upper-layer payload of `upper_len` bytes.
     #[inline]
     pub fn write(&self, out: &mut [u8], upper_len: usize) {
-        let payload_len = upper_len + self.len() - ipv6::HEADER_LEN;
-        let mut h = Ipv6Packet::new_unchecked(&mut out[..ipv6::HEADER_LEN]);
-        h.set_version_tc_flow(self.tc, self.flow);
-        h.set_payload_len(payload_len as u16);
-        h.set_hop_limit(self.hop_limit);
-        h.set_src(self.src);
-        h.set_dst(self.dst);
-        match self.frag {
-            Some(f) => {
-                h.set_next_header(IpProtocol::IPV6_FRAG);
-                let fb = &mut out[ipv6::HEADER_LEN..ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN];
-                // Only fails on a short buffer, and `fb` is exactly 8 bytes.
-                let _ = f.emit(fb);
-            }
-            None => h.set_next_header(self.next_header),
+        let payload_len = (upper_len + self.len() - ipv6::HEADER_LEN) as u16;
+        let nh = match self.frag {
+            Some(_) => IpProtocol::IPV6_FRAG,
+            None => self.next_header,
+        };
+        // Assembled in registers and stored at once: one bounds check, no per-field ones.
+        let mut h = [0u8; ipv6::HEADER_LEN];
+        let vtf = (6u32 << 28) | ((self.tc as u32) << 20) | (self.flow & 0x000f_ffff);
+        h[..4].copy_from_slice(&vtf.to_be_bytes());
+        h[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        h[6] = nh.0;
+        h[7] = self.hop_limit;
+        h[8..24].copy_from_slice(self.src);
+        h[24..40].copy_from_slice(self.dst);
+        out[..ipv6::HEADER_LEN].copy_from_slice(&h);
+        if let Some(f) = self.frag {
+            let fb = &mut out[ipv6::HEADER_LEN..ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN];
+            // Only fails on a short buffer, and `fb` is exactly 8 bytes.
+            let _ = f.emit(fb);
         }
     }
 
@@ -316,20 +320,52 @@ pub(crate) struct V4Header {
 }
 
 impl V4Header {
-    /// Writes the header, checksum included, to the first 20 bytes of `out`.
+    /// Writes the header, checksum included, to the first 20 bytes of `out`. The
+    /// checksum is summed from the fields rather than from the written bytes.
     #[inline]
     pub fn write(&self, out: &mut [u8]) {
-        let mut p = Ipv4Packet::new_unchecked(&mut out[..ipv4::HEADER_LEN]);
-        p.set_version_and_header_len(ipv4::HEADER_LEN);
-        p.set_tos(self.tos);
-        p.set_total_len(self.total_len);
-        p.set_ident(self.ident);
-        p.set_flags_offset(self.dont_frag, self.more_frags, self.frag_offset);
-        p.set_ttl(self.ttl);
-        p.set_protocol(self.protocol);
-        p.set_src(self.src.into());
-        p.set_dst(self.dst.into());
-        p.fill_checksum();
+        let flags = (self.frag_offset & 0x1fff)
+            | if self.dont_frag { 0x4000 } else { 0 }
+            | if self.more_frags { 0x2000 } else { 0 };
+        let (s, d) = (self.src, self.dst);
+        let sum = 0x4500u32
+            + self.tos as u32
+            + self.total_len as u32
+            + self.ident as u32
+            + flags as u32
+            + u16::from_be_bytes([self.ttl, self.protocol.0]) as u32
+            + u16::from_be_bytes([s[0], s[1]]) as u32
+            + u16::from_be_bytes([s[2], s[3]]) as u32
+            + u16::from_be_bytes([d[0], d[1]]) as u32
+            + u16::from_be_bytes([d[2], d[3]]) as u32;
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let c = !((sum & 0xffff) + (sum >> 16)) as u16;
+        let [l0, l1] = self.total_len.to_be_bytes();
+        let [i0, i1] = self.ident.to_be_bytes();
+        let [f0, f1] = flags.to_be_bytes();
+        let [c0, c1] = c.to_be_bytes();
+        out[..ipv4::HEADER_LEN].copy_from_slice(&[
+            0x45,
+            self.tos,
+            l0,
+            l1,
+            i0,
+            i1,
+            f0,
+            f1,
+            self.ttl,
+            self.protocol.0,
+            c0,
+            c1,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+        ]);
     }
 
     /// Replaces the `old_hdr` bytes of header in front of the packet's payload with this
@@ -469,6 +505,11 @@ impl Translator {
         }
         if proto == IpProtocol::IGMP {
             return Err(DropReason::Igmp);
+        }
+        if proto.is_skipped_ipv6_ext()
+            || matches!(proto, IpProtocol::IPV6_FRAG | IpProtocol::ICMPV6)
+        {
+            return Err(DropReason::ProtocolUntranslatable);
         }
 
         let tos = ip.tos();

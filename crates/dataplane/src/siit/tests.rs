@@ -411,6 +411,14 @@ fn untranslatable_icmp_is_dropped_by_reason() {
     assert_eq!(encode(&mut t, &frag), Err(DropReason::FragmentedIcmp));
     let igmp = V4::new(2).build(&[0x11, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(encode(&mut t, &igmp), Err(DropReason::Igmp));
+    for proto in [0u8, 43, 44, 58, 60] {
+        let p = V4::new(proto).build(&[0u8; 16]);
+        assert_eq!(
+            encode(&mut t, &p),
+            Err(DropReason::ProtocolUntranslatable),
+            "{proto}"
+        );
+    }
 }
 
 /// An ICMPv4 error from B about a packet A sent to B: the error goes B -> A.
