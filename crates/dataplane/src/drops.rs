@@ -37,11 +37,13 @@ drop_reasons! {
     /// A header field makes the packet meaningless (bad IHL, total length below the
     /// header, a second fragment header, an extension header chain too long...).
     Malformed = "malformed",
+    /// IPv4 whose header checksum does not verify (RFC 1812 section 5.2.2).
+    BadIpChecksum = "bad_ip_checksum",
     /// IPv4 with an unexpired loose or strict source route (RFC 7915 section 4.1).
     SourceRoute = "source_route",
     /// IPv6 with a routing header whose segments-left is not zero (RFC 7915 section 5.1).
     RoutingHeader = "routing_header",
-    /// TTL or hop limit would reach zero (only when the translator acts as a router).
+    /// TTL or hop limit is zero, or would reach zero when the translator acts as a router.
     TtlExceeded = "ttl_exceeded",
     /// UDP without a checksum that cannot be given one: an IPv4 fragment (RFC 7915
     /// section 4.5), or IPv6 UDP with a zero checksum, which IPv6 forbids.

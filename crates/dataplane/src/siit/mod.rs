@@ -437,14 +437,15 @@ impl Translator {
         self.next_ident
     }
 
+    /// The hop limit to send with: the TTL itself, or one less when acting as a router.
+    /// A packet that arrives with nothing left is never forwarded (RFC 1812 5.3.1).
     #[inline]
     pub(crate) fn hop(&self, ttl: u8) -> Result<u8, DropReason> {
-        if !self.cfg.decrement_ttl {
-            Ok(ttl)
-        } else if ttl <= 1 {
+        let dec = self.cfg.decrement_ttl as u8;
+        if ttl <= dec {
             Err(DropReason::TtlExceeded)
         } else {
-            Ok(ttl - 1)
+            Ok(ttl - dec)
         }
     }
 
@@ -484,6 +485,9 @@ impl Translator {
             return Err(DropReason::NotIpv4);
         }
         let ip = Ipv4Packet::new_checked(data).map_err(wire_err)?;
+        if !ip.verify_checksum() {
+            return Err(DropReason::BadIpChecksum);
+        }
         let hl = ip.header_len();
         if hl > ipv4::HEADER_LEN && ip.has_unexpired_source_route() {
             return Err(DropReason::SourceRoute);

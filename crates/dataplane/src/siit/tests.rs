@@ -227,6 +227,23 @@ fn flow_label_follows_the_five_tuple() {
 }
 
 #[test]
+fn ttl_zero_is_never_forwarded_and_bad_header_checksums_are_refused() {
+    let mut h = V4::new(17);
+    h.ttl = 0;
+    let mut t = Translator::default();
+    assert_eq!(
+        encode(&mut t, &h.build(&udp(A, B, 1, 2, b"", false))),
+        Err(DropReason::TtlExceeded)
+    );
+    let mut pkt = V4::new(17).build(&udp(A, B, 1, 2, b"", false));
+    pkt[10] ^= 0x12;
+    assert_eq!(encode(&mut t, &pkt), Err(DropReason::BadIpChecksum));
+    let mut six = enc(&V4::new(17).build(&udp(A, B, 1, 2, b"", false)));
+    six[7] = 0;
+    assert_eq!(decode(&mut t, &six), Err(DropReason::TtlExceeded));
+}
+
+#[test]
 fn ttl_one_is_dropped_when_acting_as_a_router() {
     let mut h = V4::new(17);
     h.ttl = 1;
