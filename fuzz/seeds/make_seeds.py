@@ -6,7 +6,8 @@ one leading byte (headroom) before the IPv4 packet.
 """
 import os
 from scapy.all import IP, IPv6, UDP, TCP, ICMP, ICMPv6EchoRequest, ICMPv6DestUnreach, \
-    ICMPv6PacketTooBig, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPOption_RR, raw
+    ICMPv6PacketTooBig, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPOption_RR, raw, \
+    Ether, Dot1Q, ARP, BOOTP, DHCP
 
 def sub(loc, ip):
     a, b, c, d = (int(x) for x in ip.split("."))
@@ -38,7 +39,22 @@ v6 = {
     "hbh6": IPv6(src=SA, dst=SB) / IPv6ExtHdrHopByHop() / UDP() / b"h",
 }
 
-for d in ("encode", "decode", "ipv4", "ipv6"):
+mac = "02:00:0a:00:00:02"
+l4 = {
+    "ethernet": [Ether(src=mac) / IP(src=A, dst=B) / UDP(), Ether(src=mac) / Dot1Q(vlan=7) / ARP()],
+    "arp": [ARP(op=1, hwsrc=mac, psrc=A, pdst="10.0.0.1"), ARP(op=2, hwsrc=mac, psrc=A, pdst=B)],
+    "icmpv4": [ICMP(type=8, id=1, seq=2) / b"ping", ICMP(type=3, code=4, nexthopmtu=1400) / IP(src=A, dst=B) / TCP()],
+    "icmpv6": [ICMPv6EchoRequest(data=b"ping"), ICMPv6PacketTooBig(mtu=1280) / IPv6() / UDP()],
+    "udp": [UDP(sport=68, dport=67) / (b"x" * 9)],
+    "tcp": [TCP(sport=1, dport=2, flags="S", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("WScale", 7)])],
+    "dhcpv4": [BOOTP(chaddr=bytes.fromhex("02000a000002"), xid=7) / DHCP(options=[("message-type", "discover"),
+               ("param_req_list", [1, 3, 6, 26, 51]), "end"]),
+               BOOTP(op=2, yiaddr=A, chaddr=bytes.fromhex("02000a000002"), xid=7) / DHCP(options=[
+               ("message-type", "ack"), ("server_id", "10.0.0.1"), ("lease_time", 3600),
+               ("subnet_mask", "255.255.255.0"), ("router", "10.0.0.1"), ("interface-mtu", 1480), "end"])],
+    "virtio": [bytes([1, 1, 66, 0, 0xa8, 5, 34, 0, 16, 0])],
+}
+for d in list(l4) + ["encode", "decode", "ipv4", "ipv6"]:
     os.makedirs(os.path.join("seeds", d), exist_ok=True)
 for name, p in v4.items():
     b = raw(p)
@@ -48,4 +64,7 @@ for name, p in v6.items():
     b = raw(p)
     open(f"seeds/decode/{name}", "wb").write(b)
     open(f"seeds/ipv6/{name}", "wb").write(b)
-print(f"{len(v4)} IPv4 and {len(v6)} IPv6 seeds written")
+for d, pkts in l4.items():
+    for i, p in enumerate(pkts):
+        open(f"seeds/{d}/{i}", "wb").write(p if isinstance(p, bytes) else raw(p))
+print(f"{len(v4)} IPv4, {len(v6)} IPv6 and {sum(map(len, l4.values()))} other seeds written")

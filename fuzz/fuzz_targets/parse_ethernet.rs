@@ -1,0 +1,15 @@
+//! Any bytes: the checked view never reads out of bounds, and what parses re-emits to
+//! bytes that parse to the same repr.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use wire::ethernet::{EthernetFrame, EthernetRepr};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(p) = EthernetFrame::new_checked(data) else { return };
+    let _ = (p.payload(), p.vlan(), p.ethertype());
+    let Ok(r) = EthernetRepr::parse(&p) else { return };
+    let mut buf = vec![0u8; data.len() + 320];
+    r.emit(&mut EthernetFrame::new_unchecked(&mut buf[..])).expect("emit of a parsed repr");
+    let q = EthernetFrame::new_checked(&buf[..]).expect("emitted bytes do not parse");
+    assert_eq!(EthernetRepr::parse(&q).expect("emitted bytes do not parse"), r);
+});
