@@ -8,5 +8,7 @@
 
 pub mod drops;
 pub mod siit;
+pub mod time;
 
 pub use drops::{DropCounters, DropReason};
+pub use time::Instant;
