@@ -79,6 +79,62 @@ drop_reasons! {
     OffloadMismatch = "offload_mismatch",
     /// The buffer has no room for the translated packet.
     NoRoom = "no_room",
+
+    // ---- the agent, packets from a VM port ----
+    /// A frame from a port the agent does not know (detached, or never attached).
+    UnknownPort = "unknown_port",
+    /// A frame with an 802.1Q tag: VM ports are untagged.
+    VlanTagged = "vlan_tagged",
+    /// A frame whose source MAC is not the port's node's MAC.
+    PortSpoofedMac = "port_spoofed_mac",
+    /// An IPv4 packet whose source is not the port's node's address.
+    PortSpoofedIp = "port_spoofed_ip",
+    /// An EtherType other than IPv4 and ARP (IPv6 inside tenant networks is not offered).
+    UnsupportedEthertype = "unsupported_ethertype",
+    /// Broadcast other than ARP and DHCP: nothing in a virtual network floods.
+    Broadcast = "broadcast",
+    /// Multicast: not offered inside virtual networks.
+    Multicast = "multicast",
+    /// An ARP packet that is not a well-formed Ethernet/IPv4 request.
+    ArpInvalid = "arp_invalid",
+    /// ARP replies, announcements and probes for the sender's own address: there is
+    /// nothing to answer.
+    ArpIgnored = "arp_ignored",
+    /// An ARP request for an address no node has in the asker's subnet (no answer, as on
+    /// a real LAN).
+    ArpUnknownTarget = "arp_unknown_target",
+    /// A DHCP message the server does not answer (not BOOTREQUEST, unknown type, ...).
+    DhcpIgnored = "dhcp_ignored",
+    /// A frame to a MAC that is neither the router's nor a node's of the same subnet.
+    UnknownDestinationMac = "unknown_destination_mac",
+    /// Traffic to the gateway address other than ping (answered with port unreachable
+    /// for UDP, dropped otherwise).
+    GatewayNotServed = "gateway_not_served",
+    /// The network's route table has no route for the destination (ICMP net unreachable
+    /// sent back).
+    NoRoute = "no_route",
+    /// A blackhole route matched (ICMP net unreachable sent back).
+    Blackhole = "blackhole",
+    /// No node has the destination address in the network (ICMP host unreachable sent
+    /// back when routed).
+    NoSuchNode = "no_such_node",
+    /// A route leads to an edge pool or peering the agent cannot use yet.
+    RouteTargetUnavailable = "route_target_unavailable",
+    /// DF set and larger than the virtual MTU ("fragmentation needed" sent back).
+    FragmentationNeeded = "fragmentation_needed",
+    /// Larger than the virtual MTU without DF: the agent does not fragment.
+    FragmentationUnsupported = "fragmentation_unsupported",
+    /// Waiting for a mapping from the manager and the hold queue is full.
+    HoldQueueFull = "hold_queue_full",
+    /// Held for a mapping that never came.
+    HoldTimeout = "hold_timeout",
+
+    // ---- the agent, packets from the substrate ----
+    /// A substrate packet for another host's locator.
+    WrongLocator = "wrong_locator",
+    /// A substrate packet whose source locator does not host its (network, source
+    /// address), and is not an edge of a pool the network uses: spoofed.
+    SpoofedSource = "spoofed_source",
 }
 
 impl fmt::Display for DropReason {

@@ -6,9 +6,12 @@
 //!   substrate (`locator | network id | IPv4` addresses, no encapsulation).
 //! - [`drops`]: the reasons a packet is dropped, and their counters.
 
+pub mod agent;
+pub mod buf;
 pub mod drops;
 pub mod siit;
 pub mod time;
 
+pub use buf::PacketBuf;
 pub use drops::{DropCounters, DropReason};
 pub use time::Instant;

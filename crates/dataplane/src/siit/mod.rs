@@ -29,6 +29,7 @@ mod icmp;
 #[cfg(test)]
 mod tests;
 
+pub use crate::buf::PacketBuf;
 use crate::drops::{DropCounters, DropReason};
 use model::substrate::{self, Locator, NetworkId, SubstrateAddr};
 use wire::checksum;
@@ -83,84 +84,6 @@ pub struct EncodeMap {
 pub struct Decoded {
     pub src: SubstrateAddr,
     pub dst: SubstrateAddr,
-}
-
-/// A packet inside a larger buffer: `buf[start..end]`. The bytes before `start` are
-/// headroom the translator may use to grow the header without moving the payload.
-#[derive(Debug)]
-pub struct PacketBuf<'a> {
-    buf: &'a mut [u8],
-    start: usize,
-    end: usize,
-}
-
-impl<'a> PacketBuf<'a> {
-    /// # Panics
-    /// If `start > end` or `end > buf.len()`.
-    pub fn new(buf: &'a mut [u8], start: usize, end: usize) -> Self {
-        assert!(
-            start <= end && end <= buf.len(),
-            "packet outside its buffer"
-        );
-        PacketBuf { buf, start, end }
-    }
-
-    #[inline]
-    pub fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    #[inline]
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.end]
-    }
-
-    #[inline]
-    pub fn range(&self) -> core::ops::Range<usize> {
-        self.start..self.end
-    }
-
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
-
-    /// Makes the bytes `[start + old_hdr, end)` (the payload) stay where they are while
-    /// the header in front of them becomes `new_hdr` bytes long, moving the payload only
-    /// when the headroom is too small. Returns the new start.
-    #[inline]
-    fn reheader(&mut self, old_hdr: usize, new_hdr: usize) -> Result<usize, DropReason> {
-        let payload_at = self.start + old_hdr;
-        if payload_at >= new_hdr {
-            return Ok(payload_at - new_hdr);
-        }
-        let shift = new_hdr - payload_at;
-        if self.end + shift > self.buf.len() {
-            return Err(DropReason::NoRoom);
-        }
-        self.buf
-            .copy_within(payload_at..self.end, payload_at + shift);
-        self.end += shift;
-        Ok(0)
-    }
-
-    /// Replaces the packet with `bytes`, placed at `start`, or earlier if the buffer
-    /// ends too soon.
-    fn replace(&mut self, bytes: &[u8]) -> Result<(), DropReason> {
-        let start = self.start.min(self.buf.len().saturating_sub(bytes.len()));
-        if start + bytes.len() > self.buf.len() {
-            return Err(DropReason::NoRoom);
-        }
-        self.buf[start..start + bytes.len()].copy_from_slice(bytes);
-        self.start = start;
-        self.end = start + bytes.len();
-        Ok(())
-    }
 }
 
 /// Counts of what the translator did.

@@ -1,0 +1,112 @@
+//! Packets waiting for a mapping: a fixed set of preallocated slots, so that a burst of
+//! misses costs no allocation and cannot grow memory; when the slots (or an address's
+//! share of them) are taken, the packet is dropped and counted.
+
+use crate::time::Instant;
+use core::net::Ipv4Addr;
+use model::NetworkId;
+
+/// Where a held packet came from, and so where it goes back in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    Vm(super::PortId),
+    Substrate,
+}
+
+type Key = (NetworkId, Ipv4Addr);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    Waiting,
+    Ready,
+}
+
+struct Slot {
+    data: Box<[u8]>,
+    len: usize,
+    key: Key,
+    origin: Origin,
+    since: Instant,
+    state: State,
+}
+
+pub(super) struct HoldQueue {
+    slots: Vec<Slot>,
+    per_key: usize,
+}
+
+impl HoldQueue {
+    pub fn new(capacity: usize, slot_len: usize, per_key: usize) -> Self {
+        let slots = (0..capacity)
+            .map(|_| Slot {
+                data: vec![0u8; slot_len].into_boxed_slice(),
+                len: 0,
+                key: (NetworkId::new(0).unwrap(), Ipv4Addr::UNSPECIFIED),
+                origin: Origin::Substrate,
+                since: Instant::ZERO,
+                state: State::Free,
+            })
+            .collect();
+        HoldQueue { slots, per_key }
+    }
+
+    /// Keeps a copy of `bytes` until `key` is resolved; false if there is no room (no
+    /// free slot, the address has its share, or the packet is larger than a slot).
+    pub fn hold(&mut self, origin: Origin, key: Key, bytes: &[u8], now: Instant) -> bool {
+        let mut same = 0;
+        let mut free = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            match s.state {
+                State::Free => free = free.or(Some(i)),
+                _ if s.key == key => same += 1,
+                _ => {}
+            }
+        }
+        let Some(i) = free else { return false };
+        if same >= self.per_key || bytes.len() > self.slots[i].data.len() {
+            return false;
+        }
+        let s = &mut self.slots[i];
+        s.data[..bytes.len()].copy_from_slice(bytes);
+        s.len = bytes.len();
+        s.key = key;
+        s.origin = origin;
+        s.since = now;
+        s.state = State::Waiting;
+        true
+    }
+
+    /// The mapping for `key` is known: its packets may go.
+    pub fn release(&mut self, key: Key) {
+        for s in &mut self.slots {
+            if s.state == State::Waiting && s.key == key {
+                s.state = State::Ready;
+            }
+        }
+    }
+
+    /// Copies out the oldest ready packet.
+    pub fn take_ready(&mut self, out: &mut [u8]) -> Option<(Origin, usize)> {
+        let s = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.state == State::Ready && s.len <= out.len())
+            .min_by_key(|s| s.since)?;
+        out[..s.len].copy_from_slice(&s.data[..s.len]);
+        s.state = State::Free;
+        Some((s.origin, s.len))
+    }
+
+    /// Frees the slots of packets that waited longer than `timeout_ms`; returns how many.
+    pub fn expire(&mut self, now: Instant, timeout_ms: u64) -> usize {
+        let mut n = 0;
+        for s in &mut self.slots {
+            if s.state == State::Waiting && now.since(s.since) >= timeout_ms {
+                s.state = State::Free;
+                n += 1;
+            }
+        }
+        n
+    }
+}

@@ -1,0 +1,817 @@
+//! The agent pipeline (the patent's Communication Manager), sans-IO: it takes a frame from
+//! a VM's port or a packet from the substrate, with the time, and says where the bytes go
+//! now. It answers ARP and DHCP for its nodes, emulates the subnet router (gateway ping,
+//! TTL, ICMP errors), keeps the mapping cache of where virtual addresses live, encodes to
+//! and decodes from the IPv6 substrate, and refuses substrate packets whose sender is not
+//! who its source address claims.
+//!
+//! The daemon owns the devices and the manager connection; it feeds packets in with
+//! [`Agent::from_vm`] and [`Agent::from_substrate`], configuration with [`Agent::apply`]
+//! and [`Agent::on_resolved`], the clock with [`Agent::tick`], and drains
+//! [`Agent::poll_event`] (resolve requests for the manager) and [`Agent::take_ready`]
+//! (packets that were held for a mapping and can go now).
+//!
+//! Buffers: every packet sits in a [`PacketBuf`] with at least [`HEADROOM`] bytes in
+//! front and a buffer of at least [`MIN_BUFFER`] bytes, so that replies (DHCP, ICMP
+//! errors) and the IPv6 header can be written in place.
+
+mod arp;
+mod dhcp;
+mod hold;
+mod icmp;
+#[cfg(test)]
+mod tests;
+
+use crate::buf::PacketBuf;
+use crate::drops::{DropCounters, DropReason};
+use crate::siit::{Config as SiitConfig, EncodeMap, Translator};
+use crate::time::Instant;
+use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use core::net::Ipv4Addr;
+use hold::{HoldQueue, Origin};
+use model::{Ipv4Cidr, Locator, NetworkId};
+use std::collections::VecDeque;
+use wire::ethernet::{self, EtherType, EthernetFrame, MacAddr};
+use wire::ipv4::Ipv4Packet;
+use wire::ipv6::Ipv6Packet;
+use wire::virtio::VirtioNetHdr;
+use wire::IpProtocol;
+
+/// Bytes a caller leaves free in front of every packet.
+pub const HEADROOM: usize = crate::siit::HEADROOM;
+/// Smallest buffer a packet may come in: room for a DHCP reply or an ICMP error.
+pub const MIN_BUFFER: usize = 2048;
+
+/// A VM's port on this host (a TAP device, in the daemon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u32);
+
+/// What the agent is told about itself.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This host's /72 on the substrate.
+    pub locator: Locator,
+    /// The MAC of the virtual router every subnet's gateway answers with.
+    pub router_mac: MacAddr,
+    /// The substrate's MTU; the virtual MTU (told to VMs by DHCP) is 20 bytes less.
+    pub substrate_mtu: u16,
+    /// DHCP lease length.
+    pub lease_secs: u32,
+    /// DNS servers handed out by DHCP (up to 4).
+    pub dns: Vec<Ipv4Addr>,
+    /// How long a resolved mapping is used before it is refreshed (it stays in use while
+    /// the refresh is outstanding, so forwarding goes on when the manager is away).
+    pub mapping_ttl_ms: u64,
+    /// How long before an unanswered resolve is asked again.
+    pub resolve_retry_ms: u64,
+    /// How long a packet waits for its mapping before it is dropped.
+    pub hold_timeout_ms: u64,
+    /// How many packets may wait for mappings at once, and how many per address.
+    pub hold_capacity: usize,
+    pub hold_per_address: usize,
+}
+
+impl AgentConfig {
+    pub fn new(locator: Locator) -> Self {
+        AgentConfig {
+            locator,
+            router_mac: MacAddr([0x02, 0x63, 0x6e, 0x70, 0x79, 0x01]),
+            substrate_mtu: 1500,
+            lease_secs: 3600,
+            dns: Vec::new(),
+            mapping_ttl_ms: 60_000,
+            resolve_retry_ms: 1_000,
+            hold_timeout_ms: 3_000,
+            hold_capacity: 64,
+            hold_per_address: 4,
+        }
+    }
+
+    /// The MTU inside virtual networks: the substrate's less the 20 bytes the IPv6
+    /// header adds over IPv4's.
+    pub fn virtual_mtu(&self) -> u16 {
+        self.substrate_mtu - 20
+    }
+}
+
+/// A subnet of a virtual network; its gateway (`.1`) is the virtual router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub cidr: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+}
+
+impl Subnet {
+    /// The subnet with its gateway at the first host address (`.1`).
+    pub fn new(cidr: Ipv4Cidr) -> Self {
+        Subnet {
+            cidr,
+            gateway: cidr.nth(1).unwrap_or(cidr.network()),
+        }
+    }
+}
+
+/// Where a route sends traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// To a node of the network itself (the network's own CIDR).
+    Local,
+    /// To an edge pool (the internet, or a VPN-like customer network).
+    Pool(u32),
+    /// To a peered network.
+    Peering(NetworkId),
+    /// Dropped, with "net unreachable" back.
+    Blackhole,
+}
+
+/// A node (VM) attached to one of this host's ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub port: PortId,
+    pub network: NetworkId,
+    pub vip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub subnet: Subnet,
+}
+
+/// Where a virtual address lives: the host's locator and the node's MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub locator: Locator,
+    pub mac: MacAddr,
+}
+
+/// A configuration change, as the manager pushes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Creates or updates a network; its CIDR routes locally.
+    Network {
+        id: NetworkId,
+        cidr: Ipv4Cidr,
+    },
+    RemoveNetwork(NetworkId),
+    Subnet {
+        network: NetworkId,
+        subnet: Subnet,
+    },
+    Route {
+        network: NetworkId,
+        cidr: Ipv4Cidr,
+        target: RouteTarget,
+    },
+    RemoveRoute {
+        network: NetworkId,
+        cidr: Ipv4Cidr,
+    },
+    AttachNode(NodeSpec),
+    DetachNode(PortId),
+    /// An authoritative mapping (`None`: the address is gone).
+    Mapping {
+        network: NetworkId,
+        vip: Ipv4Addr,
+        mapping: Option<Mapping>,
+    },
+    /// The locators of an edge pool's members, for checking where edge traffic comes from.
+    PoolMembers {
+        pool: u32,
+        locators: Vec<Locator>,
+    },
+}
+
+/// What to do with the packet now in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// An Ethernet frame for this VM port.
+    ToPort(PortId),
+    /// An IPv6 packet for the substrate.
+    ToSubstrate,
+    /// An Ethernet frame back out of the port it came from (ARP, DHCP, ICMP from the
+    /// gateway).
+    Reply,
+    /// Kept until its mapping is known; [`Agent::take_ready`] hands it back.
+    Held,
+    /// Handled, nothing to send (a DHCP release, say).
+    Consumed,
+    Drop(DropReason),
+}
+
+/// Something the daemon must do for the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Ask the manager where `(network, ip)` lives, and call [`Agent::on_resolved`].
+    Resolve { network: NetworkId, ip: Ipv4Addr },
+}
+
+/// Counts of what the agent did, beyond drops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    pub drops: DropCounters,
+    pub to_port: u64,
+    pub to_substrate: u64,
+    pub replies: u64,
+    pub held: u64,
+    pub arp_replies: u64,
+    pub dhcp_offers: u64,
+    pub dhcp_acks: u64,
+    pub dhcp_naks: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub resolves: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Network {
+    subnets: Vec<Subnet>,
+    /// Longest prefix first.
+    routes: Vec<(Ipv4Cidr, RouteTarget)>,
+}
+
+impl Network {
+    fn route(&self, ip: Ipv4Addr) -> Option<RouteTarget> {
+        self.routes
+            .iter()
+            .find(|(c, _)| c.contains(ip))
+            .map(|&(_, t)| t)
+    }
+
+    fn set_route(&mut self, cidr: Ipv4Cidr, target: RouteTarget) {
+        self.routes.retain(|(c, _)| *c != cidr);
+        let at = self
+            .routes
+            .iter()
+            .position(|(c, _)| c.prefix_len() < cidr.prefix_len())
+            .unwrap_or(self.routes.len());
+        self.routes.insert(at, (cidr, target));
+    }
+
+    fn is_gateway(&self, ip: Ipv4Addr) -> bool {
+        self.subnets.iter().any(|s| s.gateway == ip)
+    }
+
+    fn uses_pool(&self, pool: u32) -> bool {
+        self.routes
+            .iter()
+            .any(|&(_, t)| t == RouteTarget::Pool(pool))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CacheEntry {
+    /// `None`: the manager said no node has this address.
+    mapping: Option<Mapping>,
+    /// Pushed entries are the manager's word and never expire; resolved ones are
+    /// refreshed after this, and used meanwhile.
+    expires: Option<Instant>,
+}
+
+/// The agent's state. One per host (one per worker, with the tables shared read-mostly, in
+/// the daemon to come).
+pub struct Agent {
+    cfg: AgentConfig,
+    translator: Translator,
+    networks: HashMap<NetworkId, Network>,
+    ports: HashMap<PortId, NodeSpec>,
+    local: HashMap<(NetworkId, Ipv4Addr), PortId>,
+    cache: HashMap<(NetworkId, Ipv4Addr), CacheEntry>,
+    /// Resolves asked and not answered, with when they were asked.
+    asked: HashMap<(NetworkId, Ipv4Addr), Instant>,
+    pools: HashMap<u32, Vec<Locator>>,
+    edge_locators: HashSet<Locator>,
+    events: VecDeque<Event>,
+    hold: HoldQueue,
+    stats: AgentStats,
+}
+
+/// The result of looking a destination up in the mapping cache.
+enum Lookup {
+    Local(PortId),
+    Remote(Mapping),
+    Absent,
+    Unknown,
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig) -> Self {
+        let translator = Translator::new(SiitConfig {
+            mtu: Some(cfg.substrate_mtu),
+            ..SiitConfig::default()
+        });
+        let hold = HoldQueue::new(cfg.hold_capacity, MIN_BUFFER, cfg.hold_per_address);
+        Agent {
+            cfg,
+            translator,
+            networks: HashMap::new(),
+            ports: HashMap::new(),
+            local: HashMap::new(),
+            cache: HashMap::new(),
+            asked: HashMap::new(),
+            pools: HashMap::new(),
+            edge_locators: HashSet::new(),
+            events: VecDeque::with_capacity(64),
+            hold,
+            stats: AgentStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &AgentStats {
+        &self.stats
+    }
+
+    /// The translator's own counters (translated packets, translation drops).
+    pub fn translator_stats(&self) -> &crate::siit::Stats {
+        self.translator.stats()
+    }
+
+    /// Applies a configuration change.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Network { id, cidr } => {
+                let n = self.networks.entry(id).or_insert_with(|| Network {
+                    subnets: Vec::new(),
+                    routes: Vec::new(),
+                });
+                n.routes.retain(|&(_, t)| t != RouteTarget::Local);
+                n.set_route(cidr, RouteTarget::Local);
+            }
+            Change::RemoveNetwork(id) => {
+                self.networks.remove(&id);
+                self.cache.retain(|(n, _), _| *n != id);
+            }
+            Change::Subnet { network, subnet } => {
+                if let Some(n) = self.networks.get_mut(&network) {
+                    n.subnets.retain(|s| s.cidr != subnet.cidr);
+                    n.subnets.push(subnet);
+                }
+            }
+            Change::Route {
+                network,
+                cidr,
+                target,
+            } => {
+                if let Some(n) = self.networks.get_mut(&network) {
+                    n.set_route(cidr, target);
+                }
+            }
+            Change::RemoveRoute { network, cidr } => {
+                if let Some(n) = self.networks.get_mut(&network) {
+                    n.routes.retain(|(c, _)| *c != cidr);
+                }
+            }
+            Change::AttachNode(spec) => {
+                if let Some(old) = self.ports.insert(spec.port, spec) {
+                    self.local.remove(&(old.network, old.vip));
+                }
+                self.local.insert((spec.network, spec.vip), spec.port);
+            }
+            Change::DetachNode(port) => {
+                if let Some(old) = self.ports.remove(&port) {
+                    self.local.remove(&(old.network, old.vip));
+                }
+            }
+            Change::Mapping {
+                network,
+                vip,
+                mapping,
+            } => {
+                self.cache.insert(
+                    (network, vip),
+                    CacheEntry {
+                        mapping,
+                        expires: None,
+                    },
+                );
+                self.asked.remove(&(network, vip));
+                self.hold.release((network, vip));
+            }
+            Change::PoolMembers { pool, locators } => {
+                self.pools.insert(pool, locators);
+                self.edge_locators = self.pools.values().flatten().copied().collect();
+            }
+        }
+    }
+
+    /// The manager's answer to a [`Event::Resolve`]: `None` means no node has the
+    /// address. Packets held for it become ready.
+    pub fn on_resolved(
+        &mut self,
+        network: NetworkId,
+        ip: Ipv4Addr,
+        mapping: Option<Mapping>,
+        now: Instant,
+    ) {
+        let key = (network, ip);
+        let pushed = self.cache.get(&key).is_some_and(|e| e.expires.is_none());
+        if !pushed {
+            self.cache.insert(
+                key,
+                CacheEntry {
+                    mapping,
+                    expires: Some(now.plus_millis(self.cfg.mapping_ttl_ms)),
+                },
+            );
+        }
+        self.asked.remove(&key);
+        self.hold.release(key);
+    }
+
+    /// The next thing the daemon must do for the agent.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Copies the next held packet whose mapping has arrived into `out` and says where it
+    /// came from; the daemon feeds it to [`from_vm`](Self::from_vm) or
+    /// [`from_substrate`](Self::from_substrate) again.
+    pub fn take_ready(&mut self, out: &mut [u8]) -> Option<(Ready, usize)> {
+        self.hold.take_ready(out).map(|(origin, n)| {
+            let r = match origin {
+                Origin::Vm(p) => Ready::FromVm(p),
+                Origin::Substrate => Ready::FromSubstrate,
+            };
+            (r, n)
+        })
+    }
+
+    /// Advances time: packets held too long are dropped, unanswered resolves asked again.
+    pub fn tick(&mut self, now: Instant) {
+        let expired = self.hold.expire(now, self.cfg.hold_timeout_ms);
+        for _ in 0..expired {
+            self.stats.drops.inc(DropReason::HoldTimeout);
+        }
+        let retry = self.cfg.resolve_retry_ms;
+        let mut again = Vec::new();
+        for (k, at) in self.asked.iter_mut() {
+            if now.since(*at) >= retry {
+                *at = now;
+                again.push(*k);
+            }
+        }
+        for (network, ip) in again {
+            self.push_event(Event::Resolve { network, ip });
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        // Bounded: the `asked` table dedups, and a daemon that stops draining loses only
+        // the oldest requests, which `tick` asks again.
+        if self.events.len() == self.events.capacity() {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+        self.stats.resolves += 1;
+    }
+
+    /// Asks for `(network, ip)` unless already asked.
+    fn ask(&mut self, network: NetworkId, ip: Ipv4Addr, now: Instant) {
+        if self.asked.contains_key(&(network, ip)) {
+            return;
+        }
+        self.asked.insert((network, ip), now);
+        self.push_event(Event::Resolve { network, ip });
+    }
+
+    /// Where `(network, ip)` lives, as far as this host knows; a stale resolved entry is
+    /// used and refreshed.
+    fn lookup(&mut self, network: NetworkId, ip: Ipv4Addr, now: Instant) -> Lookup {
+        if let Some(&p) = self.local.get(&(network, ip)) {
+            return Lookup::Local(p);
+        }
+        match self.cache.get(&(network, ip)).copied() {
+            Some(e) => {
+                self.stats.cache_hits += 1;
+                if e.expires.is_some_and(|t| now >= t) {
+                    self.ask(network, ip, now);
+                }
+                match e.mapping {
+                    Some(m) => Lookup::Remote(m),
+                    None => Lookup::Absent,
+                }
+            }
+            None => {
+                self.stats.cache_misses += 1;
+                self.ask(network, ip, now);
+                Lookup::Unknown
+            }
+        }
+    }
+
+    fn count(&mut self, v: Verdict) -> Verdict {
+        match v {
+            Verdict::ToPort(_) => self.stats.to_port += 1,
+            Verdict::ToSubstrate => self.stats.to_substrate += 1,
+            Verdict::Reply => self.stats.replies += 1,
+            Verdict::Held => self.stats.held += 1,
+            Verdict::Consumed => {}
+            Verdict::Drop(r) => self.stats.drops.inc(r),
+        }
+        v
+    }
+
+    /// A frame from a VM's port. `vnet`, if the port has offloads, describes the frame
+    /// (offsets from the Ethernet header) and is rewritten for what the verdict sends.
+    pub fn from_vm(
+        &mut self,
+        port: PortId,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        let v = self.vm_frame(port, pkt, vnet, now);
+        self.count(v)
+    }
+
+    fn vm_frame(
+        &mut self,
+        port: PortId,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        let Some(node) = self.ports.get(&port).copied() else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        let eth = match EthernetFrame::new_checked(pkt.as_slice()) {
+            Ok(e) => e,
+            Err(wire::Error::Unsupported { .. }) => return Verdict::Drop(DropReason::VlanTagged),
+            Err(e) => return Verdict::Drop(crate::siit::wire_err(e)),
+        };
+        if eth.is_tagged() {
+            return Verdict::Drop(DropReason::VlanTagged);
+        }
+        if eth.src() != node.mac {
+            return Verdict::Drop(DropReason::PortSpoofedMac);
+        }
+        let dst_mac = eth.dst();
+        match eth.ethertype() {
+            EtherType::ARP => arp::handle(self, &node, pkt, now),
+            EtherType::IPV4 => self.vm_ipv4(port, &node, dst_mac, pkt, vnet, now),
+            _ => Verdict::Drop(DropReason::UnsupportedEthertype),
+        }
+    }
+
+    fn vm_ipv4(
+        &mut self,
+        port: PortId,
+        node: &NodeSpec,
+        dst_mac: MacAddr,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        let l3 = &pkt.as_slice()[ethernet::HEADER_LEN..];
+        let ip = match Ipv4Packet::new_checked(l3) {
+            Ok(ip) => ip,
+            Err(e) => return Verdict::Drop(crate::siit::wire_err(e)),
+        };
+        let (src, dst, proto, total) = (ip.src(), ip.dst(), ip.protocol(), ip.total_len());
+        let l4 = ip.payload();
+        if proto == IpProtocol::UDP && l4.len() >= 4 && l4[2..4] == [0, 67] {
+            return dhcp::handle(self, node, pkt, now);
+        }
+        if src != node.vip {
+            return Verdict::Drop(DropReason::PortSpoofedIp);
+        }
+        if dst_mac.is_broadcast() {
+            return Verdict::Drop(DropReason::Broadcast);
+        }
+        if dst_mac.is_multicast() {
+            return Verdict::Drop(DropReason::Multicast);
+        }
+        let (ttl, dont_frag) = (ip.ttl(), ip.dont_frag());
+        // Drop link padding: from here on the packet ends where IPv4 says.
+        pkt.truncate(ethernet::HEADER_LEN + total as usize);
+        let Some(net) = self.networks.get(&node.network) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let routed = dst_mac == self.cfg.router_mac;
+        if routed && net.is_gateway(dst) {
+            return icmp::to_gateway(self, node, pkt);
+        }
+        let route = net.route(dst);
+        if !routed && !node.subnet.cidr.contains(dst) {
+            return Verdict::Drop(DropReason::UnknownDestinationMac);
+        }
+        if routed && ttl <= 1 {
+            return icmp::error(self, node, pkt, icmp::TIME_EXCEEDED, 0, 0);
+        }
+        let gso = vnet.as_deref().is_some_and(|v| v.is_gso());
+        if total > self.cfg.virtual_mtu() && !gso {
+            if dont_frag {
+                let mtu = self.cfg.virtual_mtu();
+                let v = icmp::error(self, node, pkt, icmp::DEST_UNREACHABLE, 4, mtu);
+                self.stats.drops.inc(DropReason::FragmentationNeeded);
+                return v;
+            }
+            return Verdict::Drop(DropReason::FragmentationUnsupported);
+        }
+        match route {
+            Some(RouteTarget::Local) => {}
+            Some(RouteTarget::Blackhole) | None => {
+                let reason = if route.is_some() {
+                    DropReason::Blackhole
+                } else {
+                    DropReason::NoRoute
+                };
+                self.stats.drops.inc(reason);
+                return icmp::error(self, node, pkt, icmp::DEST_UNREACHABLE, 0, 0);
+            }
+            Some(RouteTarget::Pool(_) | RouteTarget::Peering(_)) => {
+                return Verdict::Drop(DropReason::RouteTargetUnavailable);
+            }
+        }
+
+        // A node of the same network: on this host, elsewhere, gone, or not known yet.
+        let target = self.lookup(node.network, dst, now);
+        let dst_node_mac = match target {
+            Lookup::Local(p) => self.ports[&p].mac,
+            Lookup::Remote(m) => m.mac,
+            Lookup::Absent => {
+                if routed {
+                    self.stats.drops.inc(DropReason::NoSuchNode);
+                    return icmp::error(self, node, pkt, icmp::DEST_UNREACHABLE, 1, 0);
+                }
+                return Verdict::Drop(DropReason::NoSuchNode);
+            }
+            Lookup::Unknown => {
+                let held =
+                    self.hold
+                        .hold(Origin::Vm(port), (node.network, dst), pkt.as_slice(), now);
+                return if held {
+                    Verdict::Held
+                } else {
+                    Verdict::Drop(DropReason::HoldQueueFull)
+                };
+            }
+        };
+        if !routed && dst_mac != dst_node_mac {
+            return Verdict::Drop(DropReason::UnknownDestinationMac);
+        }
+        if routed {
+            decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
+        }
+        match target {
+            Lookup::Local(p) => {
+                let src_mac = if routed {
+                    self.cfg.router_mac
+                } else {
+                    node.mac
+                };
+                write_ethernet(pkt.as_mut_slice(), dst_node_mac, src_mac);
+                Verdict::ToPort(p)
+            }
+            Lookup::Remote(m) => {
+                pkt.strip_front(ethernet::HEADER_LEN);
+                let map = EncodeMap {
+                    network: node.network,
+                    src: self.cfg.locator,
+                    dst: m.locator,
+                };
+                let mut vnet = vnet;
+                if let Some(v) = vnet.as_deref_mut() {
+                    shift_vnet(v, -(ethernet::HEADER_LEN as isize));
+                }
+                match self.translator.encode(&map, pkt, vnet) {
+                    Ok(()) => Verdict::ToSubstrate,
+                    Err(r) => Verdict::Drop(r),
+                }
+            }
+            Lookup::Absent | Lookup::Unknown => unreachable!("handled above"),
+        }
+    }
+
+    /// A packet from the substrate (an IPv6 packet, no link header). `vnet` as for
+    /// [`from_vm`](Self::from_vm), with offsets from the IPv6 header in and from the
+    /// Ethernet header out.
+    pub fn from_substrate(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        let v = self.substrate_packet(pkt, vnet, now);
+        self.count(v)
+    }
+
+    fn substrate_packet(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        // Check who sent it before translating, so that a packet held for its sender's
+        // mapping is still the packet that came.
+        let ip6 = match Ipv6Packet::new_checked(pkt.as_slice()) {
+            Ok(ip) => ip,
+            Err(_) if pkt.as_slice().first().is_some_and(|b| b >> 4 != 6) => {
+                return Verdict::Drop(DropReason::NotIpv6)
+            }
+            Err(e) => return Verdict::Drop(crate::siit::wire_err(e)),
+        };
+        let src = model::SubstrateAddr::decode(ip6.src_bytes());
+        let dst = model::SubstrateAddr::decode(ip6.dst_bytes());
+        if dst.locator != self.cfg.locator {
+            return Verdict::Drop(DropReason::WrongLocator);
+        }
+        let Some(&port) = self.local.get(&(dst.network, dst.vip)) else {
+            return Verdict::Drop(DropReason::NoSuchNode);
+        };
+        let node = self.ports[&port];
+        let from_edge = self.edge_locators.contains(&src.locator)
+            && self.networks.get(&dst.network).is_some_and(|n| {
+                self.pools
+                    .iter()
+                    .any(|(id, ls)| ls.contains(&src.locator) && n.uses_pool(*id))
+            });
+        let src_mac = if from_edge {
+            self.cfg.router_mac
+        } else {
+            if src.network != dst.network {
+                return Verdict::Drop(DropReason::SpoofedSource);
+            }
+            let sender = if src.locator == self.cfg.locator {
+                // Only this host's own nodes use its locator, and they never send to the
+                // substrate for a local destination.
+                return Verdict::Drop(DropReason::SpoofedSource);
+            } else {
+                self.lookup(src.network, src.vip, now)
+            };
+            match sender {
+                Lookup::Remote(m) if m.locator == src.locator => {
+                    if node.subnet.cidr.contains(src.vip) {
+                        m.mac
+                    } else {
+                        self.cfg.router_mac
+                    }
+                }
+                Lookup::Unknown => {
+                    let held = self.hold.hold(
+                        Origin::Substrate,
+                        (src.network, src.vip),
+                        pkt.as_slice(),
+                        now,
+                    );
+                    return if held {
+                        Verdict::Held
+                    } else {
+                        Verdict::Drop(DropReason::HoldQueueFull)
+                    };
+                }
+                _ => return Verdict::Drop(DropReason::SpoofedSource),
+            }
+        };
+        let mut vnet = vnet;
+        if let Err(r) = self.translator.decode(pkt, vnet.as_deref_mut()) {
+            return Verdict::Drop(r);
+        }
+        let Some(hdr) = pkt.push_front(ethernet::HEADER_LEN) else {
+            return Verdict::Drop(DropReason::NoRoom);
+        };
+        hdr[12..14].copy_from_slice(&EtherType::IPV4.0.to_be_bytes());
+        write_ethernet(pkt.as_mut_slice(), node.mac, src_mac);
+        if let Some(v) = vnet {
+            shift_vnet(v, ethernet::HEADER_LEN as isize);
+        }
+        Verdict::ToPort(port)
+    }
+}
+
+/// Where a packet handed back by [`Agent::take_ready`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    FromVm(PortId),
+    FromSubstrate,
+}
+
+/// Writes destination and source MACs over the first 12 bytes of a frame.
+#[inline]
+fn write_ethernet(frame: &mut [u8], dst: MacAddr, src: MacAddr) {
+    frame[..6].copy_from_slice(&dst.octets());
+    frame[6..12].copy_from_slice(&src.octets());
+}
+
+/// Decrements the TTL of the IPv4 header at the start of `ip`, fixing its checksum
+/// incrementally (RFC 1624).
+#[inline]
+fn decrement_ttl(ip: &mut [u8]) {
+    let old = u16::from_be_bytes([ip[8], ip[9]]);
+    ip[8] -= 1;
+    let new = u16::from_be_bytes([ip[8], ip[9]]);
+    let c = u16::from_be_bytes([ip[10], ip[11]]);
+    let c = wire::checksum::update_word(c, old, new);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Moves a `virtio_net_hdr`'s offsets by `by` bytes (a link header added or removed).
+fn shift_vnet(v: &mut VirtioNetHdr, by: isize) {
+    let f = |x: u16| (x as isize + by).max(0) as u16;
+    if v.needs_csum() {
+        v.csum_start = f(v.csum_start);
+    }
+    if v.is_gso() && v.hdr_len != 0 {
+        v.hdr_len = f(v.hdr_len);
+    }
+}

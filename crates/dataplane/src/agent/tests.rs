@@ -1,0 +1,825 @@
+//! Scenario tests: two hosts' agents wired together in memory, with the seed's story in
+//! lab addresses: tenant networks 10.0.0.0/16 (two subnets), nodes on both hosts, and a
+//! second tenant with the same addresses.
+
+use super::*;
+use wire::arp::{ArpOp, ArpPacket, ArpRepr};
+use wire::checksum;
+use wire::dhcpv4::{DhcpMessageType, DhcpPacket, DhcpRepr};
+use wire::ethernet::EthernetRepr;
+use wire::icmpv4::Icmpv4Packet;
+use wire::ipv4::{Ipv4Options, Ipv4Repr};
+use wire::udp::{UdpPacket, UdpRepr};
+
+const T0: Instant = Instant::ZERO;
+
+fn net(n: u32) -> NetworkId {
+    NetworkId::new(n).unwrap()
+}
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+fn cidr(s: &str) -> Ipv4Cidr {
+    s.parse().unwrap()
+}
+fn mac(last: u8, net: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, net, 0, last])
+}
+fn loc(host: u8) -> Locator {
+    format!("fd63:6e73:0:{host}::").parse().unwrap()
+}
+
+const H1: u8 = 1;
+const H2: u8 = 2;
+
+/// A node: (host, port, network, address, subnet).
+#[derive(Clone, Copy)]
+struct Vm {
+    host: u8,
+    port: PortId,
+    network: NetworkId,
+    vip: Ipv4Addr,
+    mac: MacAddr,
+    subnet: Subnet,
+}
+
+impl Vm {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            port: self.port,
+            network: self.network,
+            vip: self.vip,
+            mac: self.mac,
+            subnet: self.subnet,
+        }
+    }
+}
+
+struct Dc {
+    h1: Agent,
+    h2: Agent,
+    a: Vm,  // 10.0.0.2 on host 1, net 1, subnet 10.0.0.0/24
+    b: Vm,  // 10.0.0.3 on host 2, net 1, same subnet
+    c: Vm,  // 10.0.1.5 on host 2, net 1, subnet 10.0.1.0/24
+    a2: Vm, // 10.0.0.2 on host 1, net 2 (the other tenant, same addresses)
+    b2: Vm, // 10.0.0.3 on host 2, net 2
+}
+
+impl Dc {
+    /// Both hosts with every network and mapping pushed.
+    fn new() -> Self {
+        Self::with_mappings(true)
+    }
+
+    fn with_mappings(push: bool) -> Self {
+        let s0 = Subnet::new(cidr("10.0.0.0/24"));
+        let s1 = Subnet::new(cidr("10.0.1.0/24"));
+        let vm = |host, port, n: u32, v: &str, m, subnet| Vm {
+            host,
+            port: PortId(port),
+            network: net(n),
+            vip: ip(v),
+            mac: mac(m, n as u8),
+            subnet,
+        };
+        let a = vm(H1, 1, 1, "10.0.0.2", 2, s0);
+        let b = vm(H2, 1, 1, "10.0.0.3", 3, s0);
+        let c = vm(H2, 2, 1, "10.0.1.5", 5, s1);
+        let a2 = vm(H1, 2, 2, "10.0.0.2", 2, s0);
+        let b2 = vm(H2, 3, 2, "10.0.0.3", 3, s0);
+        let mut dc = Dc {
+            h1: Agent::new(AgentConfig::new(loc(H1))),
+            h2: Agent::new(AgentConfig::new(loc(H2))),
+            a,
+            b,
+            c,
+            a2,
+            b2,
+        };
+        for h in [&mut dc.h1, &mut dc.h2] {
+            for n in [1, 2] {
+                h.apply(Change::Network {
+                    id: net(n),
+                    cidr: cidr("10.0.0.0/16"),
+                });
+                h.apply(Change::Subnet {
+                    network: net(n),
+                    subnet: s0,
+                });
+                h.apply(Change::Subnet {
+                    network: net(n),
+                    subnet: s1,
+                });
+            }
+        }
+        for v in [a, b, c, a2, b2] {
+            dc.host(v.host).apply(Change::AttachNode(v.spec()));
+            if push {
+                for h in [&mut dc.h1, &mut dc.h2] {
+                    h.apply(Change::Mapping {
+                        network: v.network,
+                        vip: v.vip,
+                        mapping: Some(Mapping {
+                            locator: loc(v.host),
+                            mac: v.mac,
+                        }),
+                    });
+                }
+            }
+        }
+        dc
+    }
+
+    fn host(&mut self, h: u8) -> &mut Agent {
+        if h == H1 {
+            &mut self.h1
+        } else {
+            &mut self.h2
+        }
+    }
+}
+
+/// A packet in a buffer with headroom, as a daemon holds it.
+struct Pkt {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Pkt {
+    fn new(bytes: &[u8]) -> Self {
+        let mut buf = vec![0u8; HEADROOM + MIN_BUFFER.max(bytes.len() + 64)];
+        buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
+        Pkt {
+            buf,
+            start: HEADROOM,
+            end: HEADROOM + bytes.len(),
+        }
+    }
+
+    fn run(&mut self, f: impl FnOnce(&mut PacketBuf<'_>) -> Verdict) -> Verdict {
+        let mut p = PacketBuf::new(&mut self.buf, self.start, self.end);
+        let v = f(&mut p);
+        let r = p.range();
+        (self.start, self.end) = (r.start, r.end);
+        v
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+fn from_vm(h: &mut Agent, port: PortId, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    from_vm_at(h, port, frame, T0)
+}
+
+fn from_vm_at(h: &mut Agent, port: PortId, frame: &[u8], now: Instant) -> (Verdict, Vec<u8>) {
+    let mut p = Pkt::new(frame);
+    let v = p.run(|b| h.from_vm(port, b, None, now));
+    (v, p.bytes().to_vec())
+}
+
+fn from_substrate(h: &mut Agent, pkt: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut p = Pkt::new(pkt);
+    let v = p.run(|b| h.from_substrate(b, None, T0));
+    (v, p.bytes().to_vec())
+}
+
+fn eth(dst: MacAddr, src: MacAddr, ty: EtherType, payload: &[u8]) -> Vec<u8> {
+    let repr = EthernetRepr {
+        dst,
+        src,
+        vlan: None,
+        ethertype: ty,
+        payload_len: payload.len(),
+    };
+    let mut f = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut EthernetFrame::new_unchecked(&mut f[..]))
+        .unwrap();
+    f[ethernet::HEADER_LEN..].copy_from_slice(payload);
+    f
+}
+
+fn ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpProtocol,
+    ttl: u8,
+    df: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let repr = Ipv4Repr {
+        src,
+        dst,
+        protocol: proto,
+        ttl,
+        tos: 0,
+        ident: 7,
+        dont_frag: df,
+        more_frags: false,
+        frag_offset: 0,
+        payload_len: payload.len(),
+        options: Ipv4Options::NONE,
+    };
+    let mut b = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]))
+        .unwrap();
+    b[20..].copy_from_slice(payload);
+    b
+}
+
+fn echo(id: u16, data_len: usize) -> Vec<u8> {
+    let mut m = vec![8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1];
+    m.extend((0..data_len).map(|i| i as u8));
+    let c = checksum::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// A ping frame from `from` to `to`, addressed at L2 to `dst_mac`.
+fn ping(from: &Vm, to: Ipv4Addr, dst_mac: MacAddr, ttl: u8) -> Vec<u8> {
+    eth(
+        dst_mac,
+        from.mac,
+        EtherType::IPV4,
+        &ipv4(from.vip, to, IpProtocol::ICMP, ttl, true, &echo(1, 56)),
+    )
+}
+
+fn router() -> MacAddr {
+    AgentConfig::new(loc(0)).router_mac
+}
+
+fn icmp_of(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, u8, Vec<u8>) {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum(), "ICMP checksum");
+    (
+        ip.src(),
+        ip.dst(),
+        icmp.msg_type(),
+        icmp.code(),
+        ip.payload().to_vec(),
+    )
+}
+
+// ---- ARP -----------------------------------------------------------------------------------
+
+fn arp_request(from: &Vm, target: Ipv4Addr) -> Vec<u8> {
+    let r = ArpRepr {
+        op: ArpOp::Request,
+        sender_mac: from.mac,
+        sender_ip: from.vip,
+        target_mac: MacAddr::ZERO,
+        target_ip: target,
+    };
+    let mut a = [0u8; wire::arp::PACKET_LEN];
+    r.emit(&mut ArpPacket::new_unchecked(&mut a[..])).unwrap();
+    eth(MacAddr::BROADCAST, from.mac, EtherType::ARP, &a)
+}
+
+fn arp_answer(frame: &[u8]) -> ArpRepr {
+    let e = EthernetFrame::new_checked(frame).unwrap();
+    assert_eq!(e.ethertype(), EtherType::ARP);
+    let r = ArpRepr::parse(&ArpPacket::new_checked(e.payload()).unwrap()).unwrap();
+    assert_eq!(r.op, ArpOp::Reply);
+    assert_eq!(e.src(), r.sender_mac);
+    r
+}
+
+#[test]
+fn arp_answers_gateway_and_subnet_nodes_only() {
+    let mut dc = Dc::new();
+    let a = dc.a;
+    let (v, out) = from_vm(&mut dc.h1, a.port, &arp_request(&a, ip("10.0.0.1")));
+    assert_eq!(v, Verdict::Reply);
+    let r = arp_answer(&out);
+    assert_eq!(
+        (r.sender_ip, r.sender_mac, r.target_mac, r.target_ip),
+        (ip("10.0.0.1"), router(), a.mac, a.vip)
+    );
+
+    // A node on another host, same subnet: its own MAC.
+    let (v, out) = from_vm(&mut dc.h1, a.port, &arp_request(&a, dc.b.vip));
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(arp_answer(&out).sender_mac, dc.b.mac);
+
+    // A node of another subnet, an address nobody has, and a request for oneself: silence.
+    for t in ["10.0.1.5", "10.0.0.99", "10.0.0.2"] {
+        let (v, _) = from_vm(&mut dc.h1, a.port, &arp_request(&a, ip(t)));
+        assert!(
+            matches!(
+                v,
+                Verdict::Drop(DropReason::ArpUnknownTarget | DropReason::ArpIgnored)
+            ),
+            "{t}: {v:?}"
+        );
+    }
+    // The unknown address was asked of the manager; nothing went to the substrate.
+    assert_eq!(
+        dc.h1.poll_event(),
+        Some(Event::Resolve {
+            network: net(1),
+            ip: ip("10.0.0.99")
+        })
+    );
+    assert_eq!(dc.h1.stats().to_substrate, 0);
+    // Another tenant with the same addresses gets its own network's answer.
+    let a2 = dc.a2;
+    let (_, out) = from_vm(&mut dc.h1, a2.port, &arp_request(&a2, dc.b2.vip));
+    assert_eq!(arp_answer(&out).sender_mac, dc.b2.mac);
+}
+
+#[test]
+fn arp_from_a_spoofing_port_is_dropped() {
+    let mut dc = Dc::new();
+    let mut liar = dc.a;
+    liar.vip = ip("10.0.0.3");
+    let (v, _) = from_vm(&mut dc.h1, dc.a.port, &arp_request(&liar, ip("10.0.0.1")));
+    assert_eq!(v, Verdict::Drop(DropReason::PortSpoofedIp));
+}
+
+// ---- DHCP ----------------------------------------------------------------------------------
+
+fn dhcp_frame(from: &Vm, ty: DhcpMessageType, requested: Option<Ipv4Addr>) -> Vec<u8> {
+    let mut r = DhcpRepr::new(ty, 0x1234_5678, from.mac);
+    r.requested_ip = requested;
+    r.parameter_request_list = Some(&[1, 3, 6, 26, 51]);
+    let mut d = vec![0u8; r.buffer_len()];
+    r.emit(&mut DhcpPacket::new_unchecked(&mut d[..])).unwrap();
+    let mut u = vec![0u8; 8 + d.len()];
+    UdpRepr {
+        src_port: 68,
+        dst_port: 67,
+        payload_len: d.len(),
+    }
+    .emit(&mut UdpPacket::new_unchecked(&mut u[..]))
+    .unwrap();
+    u[8..].copy_from_slice(&d);
+    UdpPacket::new_unchecked(&mut u[..]).fill_checksum_v4([0; 4], [255; 4]);
+    eth(
+        MacAddr::BROADCAST,
+        from.mac,
+        EtherType::IPV4,
+        &ipv4(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            IpProtocol::UDP,
+            64,
+            false,
+            &u,
+        ),
+    )
+}
+
+fn dhcp_answer(frame: &[u8], to: &Vm) -> (DhcpMessageType, Ipv4Addr, Vec<u8>) {
+    let e = EthernetFrame::new_checked(frame).unwrap();
+    assert_eq!((e.dst(), e.src()), (to.mac, router()));
+    let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.src(), to.subnet.gateway);
+    let u = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_checksum_v4(ip.src_bytes(), ip.dst_bytes()));
+    assert_eq!((u.src_port(), u.dst_port()), (67, 68));
+    let d = DhcpPacket::new_checked(u.payload()).unwrap();
+    let r = DhcpRepr::parse(&d).unwrap();
+    assert_eq!(r.xid, 0x1234_5678);
+    (r.message_type, r.yiaddr, u.payload().to_vec())
+}
+
+#[test]
+fn dhcp_full_exchange() {
+    let mut dc = Dc::new();
+    let a = dc.a;
+    let (v, out) = from_vm(
+        &mut dc.h1,
+        a.port,
+        &dhcp_frame(&a, DhcpMessageType::DISCOVER, None),
+    );
+    assert_eq!(v, Verdict::Reply);
+    let (ty, yi, raw) = dhcp_answer(&out, &a);
+    assert_eq!((ty, yi), (DhcpMessageType::OFFER, a.vip));
+    let d = DhcpPacket::new_checked(&raw[..]).unwrap();
+    let r = DhcpRepr::parse(&d).unwrap();
+    assert_eq!(r.subnet_mask, Some(ip("255.255.255.0")));
+    assert_eq!(r.router, Some(ip("10.0.0.1")));
+    assert_eq!(r.server_id, Some(ip("10.0.0.1")));
+    assert_eq!(r.mtu, Some(1480), "virtual MTU = substrate MTU - 20");
+    assert_eq!(r.lease_time, Some(3600));
+
+    let (v, out) = from_vm(
+        &mut dc.h1,
+        a.port,
+        &dhcp_frame(&a, DhcpMessageType::REQUEST, Some(a.vip)),
+    );
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(dhcp_answer(&out, &a).0, DhcpMessageType::ACK);
+
+    let (v, out) = from_vm(
+        &mut dc.h1,
+        a.port,
+        &dhcp_frame(&a, DhcpMessageType::REQUEST, Some(ip("10.0.0.77"))),
+    );
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(dhcp_answer(&out, &a).0, DhcpMessageType::NAK);
+
+    let (v, _) = from_vm(
+        &mut dc.h1,
+        a.port,
+        &dhcp_frame(&a, DhcpMessageType::RELEASE, None),
+    );
+    assert_eq!(v, Verdict::Consumed);
+    let s = dc.h1.stats();
+    assert_eq!((s.dhcp_offers, s.dhcp_acks, s.dhcp_naks), (1, 1, 1));
+}
+
+// ---- forwarding ----------------------------------------------------------------------------
+
+#[test]
+fn ping_across_hosts_in_one_subnet_and_back() {
+    let mut dc = Dc::new();
+    let (a, b) = (dc.a, dc.b);
+    let (v, six) = from_vm(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    let ip6 = Ipv6Packet::new_checked(&six[..]).unwrap();
+    assert_eq!(
+        ip6.dst_bytes(),
+        &model::substrate::encode(&loc(H2), net(1), b.vip.octets())
+    );
+    assert_eq!(
+        ip6.src_bytes(),
+        &model::substrate::encode(&loc(H1), net(1), a.vip.octets())
+    );
+
+    let (v, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(b.port));
+    let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!(
+        (e.dst(), e.src()),
+        (b.mac, a.mac),
+        "same subnet: the sender's MAC"
+    );
+    let (src, dst, ty, _, _) = icmp_of(&frame);
+    assert_eq!((src, dst, ty), (a.vip, b.vip, 8));
+    assert_eq!(
+        Ipv4Packet::new_checked(&frame[14..]).unwrap().ttl(),
+        64,
+        "not routed: TTL kept"
+    );
+
+    // The reply goes the other way.
+    let mut reply = frame.clone();
+    reply[..6].copy_from_slice(&a.mac.octets());
+    reply[6..12].copy_from_slice(&b.mac.octets());
+    let mut ipr = Ipv4Packet::new_unchecked(&mut reply[14..]);
+    ipr.set_src(b.vip);
+    ipr.set_dst(a.vip);
+    ipr.fill_checksum();
+    let (v, six) = from_vm(&mut dc.h2, b.port, &reply);
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(from_substrate(&mut dc.h1, &six).0, Verdict::ToPort(a.port));
+}
+
+#[test]
+fn routing_between_subnets_decrements_ttl_and_rewrites_macs() {
+    let mut dc = Dc::new();
+    let (a, c) = (dc.a, dc.c);
+    let (v, six) = from_vm(&mut dc.h1, a.port, &ping(&a, c.vip, router(), 9));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(Ipv6Packet::new_checked(&six[..]).unwrap().hop_limit(), 8);
+    let (v, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(c.port));
+    let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!((e.dst(), e.src()), (c.mac, router()));
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert_eq!(ip.ttl(), 8);
+    assert!(ip.verify_checksum());
+}
+
+#[test]
+fn local_delivery_on_one_host() {
+    let mut dc = Dc::new();
+    // Put c's twin on host 1 in subnet 10.0.1.0/24 and route a to it.
+    let d = Vm {
+        host: H1,
+        port: PortId(9),
+        network: net(1),
+        vip: ip("10.0.1.9"),
+        mac: mac(9, 1),
+        subnet: dc.c.subnet,
+    };
+    dc.h1.apply(Change::AttachNode(d.spec()));
+    let a = dc.a;
+    let (v, frame) = from_vm(&mut dc.h1, a.port, &ping(&a, d.vip, router(), 64));
+    assert_eq!(v, Verdict::ToPort(d.port));
+    let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!((e.dst(), e.src()), (d.mac, router()));
+    assert_eq!(Ipv4Packet::new_checked(&frame[14..]).unwrap().ttl(), 63);
+    assert_eq!(dc.h1.stats().to_substrate, 0);
+}
+
+#[test]
+fn ttl_expiry_and_gateway_ping_are_answered_by_the_router() {
+    let mut dc = Dc::new();
+    let (a, c) = (dc.a, dc.c);
+    let sent = ping(&a, c.vip, router(), 1);
+    let (v, out) = from_vm(&mut dc.h1, a.port, &sent);
+    assert_eq!(v, Verdict::Reply);
+    let (src, dst, ty, code, body) = icmp_of(&out);
+    assert_eq!((src, dst, ty, code), (ip("10.0.0.1"), a.vip, 11, 0));
+    assert_eq!(
+        &body[8..],
+        &sent[14..],
+        "the whole offending packet is quoted"
+    );
+
+    let (v, out) = from_vm(&mut dc.h1, a.port, &ping(&a, ip("10.0.0.1"), router(), 64));
+    assert_eq!(v, Verdict::Reply);
+    let (src, dst, ty, _, _) = icmp_of(&out);
+    assert_eq!((src, dst, ty), (ip("10.0.0.1"), a.vip, 0));
+    // The gateway of the other subnet is the same router.
+    let (v, out) = from_vm(&mut dc.h1, a.port, &ping(&a, ip("10.0.1.1"), router(), 64));
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(icmp_of(&out).0, ip("10.0.1.1"));
+}
+
+#[test]
+fn unreachable_destinations_get_icmp_errors() {
+    let mut dc = Dc::new();
+    let a = dc.a;
+    // Outside the network and no default route: net unreachable.
+    let (v, out) = from_vm(
+        &mut dc.h1,
+        a.port,
+        &ping(&a, ip("192.0.2.10"), router(), 64),
+    );
+    assert_eq!(v, Verdict::Reply);
+    let (_, _, ty, code, _) = icmp_of(&out);
+    assert_eq!((ty, code), (3, 0));
+    assert_eq!(dc.h1.stats().drops.get(DropReason::NoRoute), 1);
+    // A blackhole route.
+    dc.h1.apply(Change::Route {
+        network: net(1),
+        cidr: cidr("198.51.100.0/24"),
+        target: RouteTarget::Blackhole,
+    });
+    let (v, _) = from_vm(
+        &mut dc.h1,
+        a.port,
+        &ping(&a, ip("198.51.100.7"), router(), 64),
+    );
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(dc.h1.stats().drops.get(DropReason::Blackhole), 1);
+    // A node the manager says does not exist: host unreachable when routed.
+    dc.h1.on_resolved(net(1), ip("10.0.1.77"), None, T0);
+    let (v, out) = from_vm(&mut dc.h1, a.port, &ping(&a, ip("10.0.1.77"), router(), 64));
+    assert_eq!(v, Verdict::Reply);
+    let (_, _, ty, code, _) = icmp_of(&out);
+    assert_eq!((ty, code), (3, 1));
+}
+
+#[test]
+fn oversized_df_packets_get_fragmentation_needed() {
+    let mut dc = Dc::new();
+    let (a, b) = (dc.a, dc.b);
+    let big = eth(
+        b.mac,
+        a.mac,
+        EtherType::IPV4,
+        &ipv4(
+            a.vip,
+            b.vip,
+            IpProtocol::ICMP,
+            64,
+            true,
+            &echo(1, 1481 - 28),
+        ),
+    );
+    let (v, out) = from_vm(&mut dc.h1, a.port, &big);
+    assert_eq!(v, Verdict::Reply);
+    let (_, _, ty, code, body) = icmp_of(&out);
+    assert_eq!((ty, code), (3, 4));
+    assert_eq!(u16::from_be_bytes([body[6], body[7]]), 1480);
+    assert!(out.len() - 14 <= 576);
+    let fits = eth(
+        b.mac,
+        a.mac,
+        EtherType::IPV4,
+        &ipv4(
+            a.vip,
+            b.vip,
+            IpProtocol::ICMP,
+            64,
+            true,
+            &echo(1, 1480 - 28),
+        ),
+    );
+    let (v, six) = from_vm(&mut dc.h1, a.port, &fits);
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(six.len(), 1500);
+}
+
+#[test]
+fn overlapping_tenants_never_meet() {
+    let mut dc = Dc::new();
+    let (a, b, a2, b2) = (dc.a, dc.b, dc.a2, dc.b2);
+    // Same addresses, same hosts: each network's packet reaches its own node only.
+    let (_, six1) = from_vm(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64));
+    let (_, six2) = from_vm(&mut dc.h1, a2.port, &ping(&a2, b2.vip, b2.mac, 64));
+    assert_ne!(
+        six1[24..40],
+        six2[24..40],
+        "network ids differ on the substrate"
+    );
+    assert_eq!(from_substrate(&mut dc.h2, &six1).0, Verdict::ToPort(b.port));
+    assert_eq!(
+        from_substrate(&mut dc.h2, &six2).0,
+        Verdict::ToPort(b2.port)
+    );
+    // Tenant 2 cannot address tenant 1's MAC either.
+    let (v, _) = from_vm(&mut dc.h1, a2.port, &ping(&a2, b2.vip, b.mac, 64));
+    assert_eq!(v, Verdict::Drop(DropReason::UnknownDestinationMac));
+}
+
+#[test]
+fn spoofed_substrate_packets_are_dropped_and_counted() {
+    let mut dc = Dc::new();
+    let (a, b, c) = (dc.a, dc.b, dc.c);
+    let (_, six) = from_vm(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64));
+    // Claim to be c (who lives on host 2) while coming from host 1's locator.
+    let mut forged = six.clone();
+    forged[8..24].copy_from_slice(&model::substrate::encode(&loc(H1), net(1), c.vip.octets()));
+    assert_eq!(
+        from_substrate(&mut dc.h2, &forged).0,
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
+    // Another network's id with a real sender: refused as well.
+    let mut cross = six.clone();
+    cross[8..24].copy_from_slice(&model::substrate::encode(&loc(H1), net(2), a.vip.octets()));
+    cross[24..40].copy_from_slice(&model::substrate::encode(&loc(H2), net(1), b.vip.octets()));
+    assert_eq!(
+        from_substrate(&mut dc.h2, &cross).0,
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
+    // Sent to host 2's node but at host 1's door.
+    assert_eq!(
+        from_substrate(&mut dc.h1, &six).0,
+        Verdict::Drop(DropReason::WrongLocator)
+    );
+    assert_eq!(dc.h2.stats().drops.get(DropReason::SpoofedSource), 2);
+}
+
+#[test]
+fn unknown_sender_is_held_until_the_manager_vouches_for_it() {
+    let mut dc = Dc::with_mappings(false);
+    let (a, b) = (dc.a, dc.b);
+    // Host 1 does not know where b lives: the ping waits, a resolve is asked.
+    let (v, _) = from_vm(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64));
+    assert_eq!(v, Verdict::Held);
+    assert_eq!(
+        dc.h1.poll_event(),
+        Some(Event::Resolve {
+            network: net(1),
+            ip: b.vip
+        })
+    );
+    assert_eq!(dc.h1.poll_event(), None);
+    let mut buf = vec![0u8; MIN_BUFFER];
+    assert!(dc.h1.take_ready(&mut buf).is_none());
+    dc.h1.on_resolved(
+        net(1),
+        b.vip,
+        Some(Mapping {
+            locator: loc(H2),
+            mac: b.mac,
+        }),
+        T0,
+    );
+    let (r, n) = dc.h1.take_ready(&mut buf).unwrap();
+    assert_eq!(r, Ready::FromVm(a.port));
+    let (v, six) = from_vm(&mut dc.h1, a.port, &buf[..n]);
+    assert_eq!(v, Verdict::ToSubstrate);
+
+    // Host 2 does not know a either: the packet waits for a's mapping.
+    assert_eq!(from_substrate(&mut dc.h2, &six).0, Verdict::Held);
+    assert_eq!(
+        dc.h2.poll_event(),
+        Some(Event::Resolve {
+            network: net(1),
+            ip: a.vip
+        })
+    );
+    // The manager says a lives elsewhere: the held packet is a forgery.
+    dc.h2.on_resolved(
+        net(1),
+        a.vip,
+        Some(Mapping {
+            locator: loc(7),
+            mac: a.mac,
+        }),
+        T0,
+    );
+    let (r, n) = dc.h2.take_ready(&mut buf).unwrap();
+    assert_eq!(r, Ready::FromSubstrate);
+    assert_eq!(
+        from_substrate(&mut dc.h2, &buf[..n]).0,
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
+}
+
+#[test]
+fn holding_is_bounded_and_times_out() {
+    let mut dc = Dc::with_mappings(false);
+    let a = dc.a;
+    for i in 0..4 {
+        let (v, _) = from_vm(&mut dc.h1, a.port, &ping(&a, dc.b.vip, dc.b.mac, 64));
+        assert_eq!(v, Verdict::Held, "{i}");
+    }
+    let (v, _) = from_vm(&mut dc.h1, a.port, &ping(&a, dc.b.vip, dc.b.mac, 64));
+    assert_eq!(v, Verdict::Drop(DropReason::HoldQueueFull), "4 per address");
+    dc.h1.tick(Instant::from_millis(1000));
+    assert_eq!(
+        dc.h1.poll_event(),
+        Some(Event::Resolve {
+            network: net(1),
+            ip: dc.b.vip
+        })
+    );
+    assert_eq!(
+        dc.h1.poll_event(),
+        Some(Event::Resolve {
+            network: net(1),
+            ip: dc.b.vip
+        }),
+        "asked again"
+    );
+    dc.h1.tick(Instant::from_millis(3000));
+    assert_eq!(dc.h1.stats().drops.get(DropReason::HoldTimeout), 4);
+}
+
+#[test]
+fn forwarding_goes_on_from_a_stale_cache_while_refreshing() {
+    let mut dc = Dc::with_mappings(false);
+    let (a, b) = (dc.a, dc.b);
+    dc.h1.on_resolved(
+        net(1),
+        b.vip,
+        Some(Mapping {
+            locator: loc(H2),
+            mac: b.mac,
+        }),
+        T0,
+    );
+    let late = Instant::from_secs(3600);
+    let (v, _) = from_vm_at(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64), late);
+    assert_eq!(
+        v,
+        Verdict::ToSubstrate,
+        "the manager is away: keep using what we know"
+    );
+    assert_eq!(
+        dc.h1.poll_event(),
+        Some(Event::Resolve {
+            network: net(1),
+            ip: b.vip
+        })
+    );
+}
+
+#[test]
+fn ports_cannot_spoof_or_flood() {
+    let mut dc = Dc::new();
+    let (a, b) = (dc.a, dc.b);
+    let mut f = ping(&a, b.vip, b.mac, 64);
+    f[6..12].copy_from_slice(&b.mac.octets());
+    assert_eq!(
+        from_vm(&mut dc.h1, a.port, &f).0,
+        Verdict::Drop(DropReason::PortSpoofedMac)
+    );
+    let mut liar = a;
+    liar.vip = ip("10.0.0.9");
+    assert_eq!(
+        from_vm(&mut dc.h1, a.port, &ping(&liar, b.vip, b.mac, 64)).0,
+        Verdict::Drop(DropReason::PortSpoofedIp)
+    );
+    assert_eq!(
+        from_vm(
+            &mut dc.h1,
+            a.port,
+            &ping(&a, ip("10.0.0.255"), MacAddr::BROADCAST, 64)
+        )
+        .0,
+        Verdict::Drop(DropReason::Broadcast)
+    );
+    let v6 = eth(b.mac, a.mac, EtherType::IPV6, &[0x60; 40]);
+    assert_eq!(
+        from_vm(&mut dc.h1, a.port, &v6).0,
+        Verdict::Drop(DropReason::UnsupportedEthertype)
+    );
+    assert_eq!(
+        from_vm(&mut dc.h1, PortId(99), &ping(&a, b.vip, b.mac, 64)).0,
+        Verdict::Drop(DropReason::UnknownPort)
+    );
+}
