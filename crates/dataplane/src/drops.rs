@@ -135,6 +135,20 @@ drop_reasons! {
     /// A substrate packet whose source locator does not host its (network, source
     /// address), and is not an edge of a pool the network uses: spoofed.
     SpoofedSource = "spoofed_source",
+
+    // ---- NAT and edges ----
+    /// A node without a port block (the agent asks the manager for one) or whose blocks
+    /// are all in use.
+    PortBlockExhausted = "port_block_exhausted",
+    /// The agent's NAT flow table is full.
+    NatTableFull = "nat_table_full",
+    /// A packet that matches no NAT flow: a reply to nothing, a port no block covers, or
+    /// a protocol or fragment that carries no port.
+    NatNoFlow = "nat_no_flow",
+    /// Traffic from outside to an address or port that no block or elastic IP owns.
+    UnsolicitedInbound = "unsolicited_inbound",
+    /// Every member of the pool is down (or draining, for a new flow).
+    NoEdge = "no_edge",
 }
 
 impl fmt::Display for DropReason {

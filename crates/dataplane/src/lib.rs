@@ -9,6 +9,9 @@
 pub mod agent;
 pub mod buf;
 pub mod drops;
+pub mod edge;
+pub mod nat;
+pub mod pool;
 pub mod siit;
 pub mod time;
 

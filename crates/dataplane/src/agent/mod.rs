@@ -24,6 +24,8 @@ mod tests;
 
 use crate::buf::PacketBuf;
 use crate::drops::{DropCounters, DropReason};
+use crate::nat::{FlowId, NatError, NatTimeouts, PortBlock, SourceNat};
+use crate::pool::{FlowKey, Member, Pool, PoolConfig, Selection};
 use crate::siit::{Config as SiitConfig, EncodeMap, Translator};
 use crate::time::Instant;
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -69,6 +71,8 @@ pub struct AgentConfig {
     /// How many packets may wait for mappings at once, and how many per address.
     pub hold_capacity: usize,
     pub hold_per_address: usize,
+    /// Most NAT flows tracked at once, over all nodes.
+    pub max_nat_flows: usize,
 }
 
 impl AgentConfig {
@@ -84,6 +88,7 @@ impl AgentConfig {
             hold_timeout_ms: 3_000,
             hold_capacity: 64,
             hold_per_address: 4,
+            max_nat_flows: 262_144,
         }
     }
 
@@ -142,7 +147,7 @@ pub struct Mapping {
 }
 
 /// A configuration change, as the manager pushes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Creates or updates a network; its CIDR routes locally.
     Network {
@@ -171,10 +176,25 @@ pub enum Change {
         vip: Ipv4Addr,
         mapping: Option<Mapping>,
     },
-    /// The locators of an edge pool's members, for checking where edge traffic comes from.
-    PoolMembers {
-        pool: u32,
-        locators: Vec<Locator>,
+    /// Creates or updates an edge pool: its policy and members.
+    Pool {
+        id: u32,
+        config: PoolConfig,
+        members: Vec<Member>,
+    },
+    RemovePool(u32),
+    /// The port blocks of a node that uses a NAT pool (replacing earlier ones).
+    PortBlocks {
+        network: NetworkId,
+        vip: Ipv4Addr,
+        blocks: Vec<PortBlock>,
+    },
+    /// A node's elastic IP (`None`: released). Such a node's traffic through a NAT pool
+    /// keeps its ports: the edges map the whole address.
+    ElasticIp {
+        network: NetworkId,
+        vip: Ipv4Addr,
+        public: Option<Ipv4Addr>,
     },
 }
 
@@ -200,6 +220,9 @@ pub enum Verdict {
 pub enum Event {
     /// Ask the manager where `(network, ip)` lives, and call [`Agent::on_resolved`].
     Resolve { network: NetworkId, ip: Ipv4Addr },
+    /// A node's port blocks are used up (or it has none): ask the manager for another
+    /// and push it with [`Change::PortBlocks`].
+    NeedPortBlock { network: NetworkId, vip: Ipv4Addr },
 }
 
 /// Counts of what the agent did, beyond drops.
@@ -275,11 +298,20 @@ pub struct Agent {
     cache: HashMap<(NetworkId, Ipv4Addr), CacheEntry>,
     /// Resolves asked and not answered, with when they were asked.
     asked: HashMap<(NetworkId, Ipv4Addr), Instant>,
-    pools: HashMap<u32, Vec<Locator>>,
-    edge_locators: HashSet<Locator>,
+    pools: HashMap<u32, Pool>,
+    /// Every pool member's locator, and the pools it serves.
+    edge_locators: HashMap<Locator, Vec<u32>>,
+    nat: SourceNat,
+    eips: HashSet<(NetworkId, Ipv4Addr)>,
+    /// Nodes for which a port block was asked, and when.
+    asked_blocks: HashMap<(NetworkId, Ipv4Addr), Instant>,
     events: VecDeque<Event>,
     hold: HoldQueue,
     stats: AgentStats,
+    /// Member locators per pool, as last configured.
+    pool_members: HashMap<u32, Vec<Locator>>,
+    /// The latest time seen, for configuration changes that need one.
+    now: Instant,
 }
 
 /// The result of looking a destination up in the mapping cache.
@@ -297,6 +329,7 @@ impl Agent {
             ..SiitConfig::default()
         });
         let hold = HoldQueue::new(cfg.hold_capacity, MIN_BUFFER, cfg.hold_per_address);
+        let cfg_nat_flows = cfg.max_nat_flows;
         Agent {
             cfg,
             translator,
@@ -306,10 +339,15 @@ impl Agent {
             cache: HashMap::new(),
             asked: HashMap::new(),
             pools: HashMap::new(),
-            edge_locators: HashSet::new(),
+            edge_locators: HashMap::new(),
+            nat: SourceNat::new(cfg_nat_flows, NatTimeouts::default()),
+            eips: HashSet::new(),
+            asked_blocks: HashMap::new(),
             events: VecDeque::with_capacity(64),
             hold,
             stats: AgentStats::default(),
+            pool_members: HashMap::new(),
+            now: Instant::ZERO,
         }
     }
 
@@ -387,9 +425,51 @@ impl Agent {
                 self.asked.remove(&(network, vip));
                 self.hold.release((network, vip));
             }
-            Change::PoolMembers { pool, locators } => {
-                self.pools.insert(pool, locators);
-                self.edge_locators = self.pools.values().flatten().copied().collect();
+            Change::Pool {
+                id,
+                config,
+                members,
+            } => {
+                let now = self.now;
+                let updated = match self.pools.get_mut(&id) {
+                    Some(p) if *p.config() == config => p.set_members(&members, now).is_ok(),
+                    _ => match Pool::new(config, &members) {
+                        Ok(p) => {
+                            self.pools.insert(id, p);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                };
+                if updated {
+                    self.pool_members
+                        .insert(id, members.iter().map(|m| m.locator).collect());
+                }
+                self.rebuild_edge_locators();
+            }
+            Change::RemovePool(id) => {
+                self.pools.remove(&id);
+                self.pool_members.remove(&id);
+                self.rebuild_edge_locators();
+            }
+            Change::PortBlocks {
+                network,
+                vip,
+                blocks,
+            } => {
+                self.nat.set_blocks(network, vip, &blocks);
+                self.asked_blocks.remove(&(network, vip));
+            }
+            Change::ElasticIp {
+                network,
+                vip,
+                public,
+            } => {
+                if public.is_some() {
+                    self.eips.insert((network, vip));
+                } else {
+                    self.eips.remove(&(network, vip));
+                }
             }
         }
     }
@@ -438,6 +518,11 @@ impl Agent {
 
     /// Advances time: packets held too long are dropped, unanswered resolves asked again.
     pub fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.nat.expire(now);
+        for p in self.pools.values_mut() {
+            p.expire(now);
+        }
         let expired = self.hold.expire(now, self.cfg.hold_timeout_ms);
         for _ in 0..expired {
             self.stats.drops.inc(DropReason::HoldTimeout);
@@ -619,7 +704,8 @@ impl Agent {
                 self.stats.drops.inc(reason);
                 return icmp::error(self, node, pkt, icmp::DEST_UNREACHABLE, 0, 0);
             }
-            Some(RouteTarget::Pool(_) | RouteTarget::Peering(_)) => {
+            Some(RouteTarget::Pool(p)) => return self.forward_to_pool(p, node, pkt, vnet, now),
+            Some(RouteTarget::Peering(_)) => {
                 return Verdict::Drop(DropReason::RouteTargetUnavailable);
             }
         }
@@ -720,12 +806,11 @@ impl Agent {
             return Verdict::Drop(DropReason::NoSuchNode);
         };
         let node = self.ports[&port];
-        let from_edge = self.edge_locators.contains(&src.locator)
-            && self.networks.get(&dst.network).is_some_and(|n| {
-                self.pools
-                    .iter()
-                    .any(|(id, ls)| ls.contains(&src.locator) && n.uses_pool(*id))
-            });
+        let from_edge = self.networks.get(&dst.network).is_some_and(|n| {
+            self.edge_locators
+                .get(&src.locator)
+                .is_some_and(|pools| pools.iter().any(|p| n.uses_pool(*p)))
+        });
         let src_mac = if from_edge {
             self.cfg.router_mac
         } else {
@@ -767,6 +852,15 @@ impl Agent {
         if let Err(r) = self.translator.decode(pkt, vnet.as_deref_mut()) {
             return Verdict::Drop(r);
         }
+        if from_edge
+            && !self.eips.contains(&(dst.network, dst.vip))
+            && self.nat.has_blocks(dst.network, dst.vip)
+        {
+            let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
+            if let Err(r) = self.unnat(dst.network, dst.vip, pkt.as_mut_slice(), partial, now) {
+                return Verdict::Drop(r);
+            }
+        }
         let Some(hdr) = pkt.push_front(ethernet::HEADER_LEN) else {
             return Verdict::Drop(DropReason::NoRoom);
         };
@@ -776,6 +870,200 @@ impl Agent {
             shift_vnet(v, ethernet::HEADER_LEN as isize);
         }
         Verdict::ToPort(port)
+    }
+}
+
+impl Agent {
+    fn rebuild_edge_locators(&mut self) {
+        self.edge_locators.clear();
+        for (id, ls) in &self.pool_members {
+            for l in ls {
+                self.edge_locators.entry(*l).or_default().push(*id);
+            }
+        }
+    }
+
+    /// To the internet (or another pool's destination): NAT the source port from the
+    /// node's block when the pool NATs, pick the edge, encode to its locator.
+    fn forward_to_pool(
+        &mut self,
+        pool_id: u32,
+        node: &NodeSpec,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        let Some(pool) = self.pools.get(&pool_id) else {
+            return Verdict::Drop(DropReason::RouteTargetUnavailable);
+        };
+        let nat = pool.config().nat && !self.eips.contains(&(node.network, node.vip));
+        let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
+        let ip_bytes = &pkt.as_slice()[ethernet::HEADER_LEN..];
+        let ip = Ipv4Packet::new_unchecked(ip_bytes);
+        let (dst, proto, hl, first) = (
+            ip.dst(),
+            ip.protocol().0,
+            ip.header_len(),
+            ip.frag_offset() == 0,
+        );
+        let at = ethernet::HEADER_LEN + hl;
+        let l4 = FlowPorts::of(proto, &pkt.as_slice()[at..], first);
+        let key = FlowKey {
+            network: node.network,
+            src: node.vip,
+            dst,
+            proto,
+            src_port: l4.map_or(0, |p| p.src),
+            dst_port: l4.map_or(0, |p| p.dst),
+        };
+        if nat {
+            let Some(ports) = l4 else {
+                return Verdict::Drop(DropReason::NatNoFlow);
+            };
+            let flow = FlowId {
+                proto,
+                port: ports.src,
+                remote: dst,
+                remote_port: ports.dst,
+            };
+            let public = match self.nat.outbound(node.network, node.vip, flow, now) {
+                Ok(p) => p,
+                Err(NatError::TableFull) => return Verdict::Drop(DropReason::NatTableFull),
+                Err(NatError::NoBlock | NatError::Exhausted) => {
+                    self.ask_block(node.network, node.vip, now);
+                    return Verdict::Drop(DropReason::PortBlockExhausted);
+                }
+            };
+            ports.rewrite_src(&mut pkt.as_mut_slice()[at..], public, partial);
+        }
+        let bytes = pkt.len();
+        let pool = self.pools.get_mut(&pool_id).expect("looked up above");
+        let dst_loc = match pool.select(&key, bytes, now) {
+            Selection::Member { locator, .. } | Selection::Anycast(locator) => locator,
+            Selection::NoMember => return Verdict::Drop(DropReason::NoEdge),
+        };
+        decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
+        pkt.strip_front(ethernet::HEADER_LEN);
+        let map = EncodeMap {
+            network: node.network,
+            src: self.cfg.locator,
+            dst: dst_loc,
+        };
+        let mut vnet = vnet;
+        if let Some(v) = vnet.as_deref_mut() {
+            shift_vnet(v, -(ethernet::HEADER_LEN as isize));
+        }
+        match self.translator.encode(&map, pkt, vnet) {
+            Ok(()) => Verdict::ToSubstrate,
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    fn ask_block(&mut self, network: NetworkId, vip: Ipv4Addr, now: Instant) {
+        let due = self
+            .asked_blocks
+            .get(&(network, vip))
+            .is_none_or(|at| now.since(*at) >= self.cfg.resolve_retry_ms);
+        if due {
+            self.asked_blocks.insert((network, vip), now);
+            if self.events.len() == self.events.capacity() {
+                self.events.pop_front();
+            }
+            self.events.push_back(Event::NeedPortBlock { network, vip });
+        }
+    }
+
+    /// Restores the node's own port on a packet that came back through an edge.
+    fn unnat(
+        &mut self,
+        network: NetworkId,
+        vip: Ipv4Addr,
+        ip: &mut [u8],
+        partial: bool,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let p = Ipv4Packet::new_unchecked(&*ip);
+        let (src, proto, hl, first) = (
+            p.src(),
+            p.protocol().0,
+            p.header_len(),
+            p.frag_offset() == 0,
+        );
+        let ports = FlowPorts::of(proto, &ip[hl..], first).ok_or(DropReason::NatNoFlow)?;
+        // Inbound, the public port is the destination and the remote the source.
+        let own = self
+            .nat
+            .inbound(network, vip, proto, ports.dst, (src, ports.src), now)
+            .ok_or(DropReason::NatNoFlow)?;
+        ports.rewrite_dst(&mut ip[hl..], own, partial);
+        Ok(())
+    }
+}
+
+/// The ports of a flow as NAT and pool selection see them: TCP/UDP ports, or the ICMP
+/// echo identifier as both (which is what an ICMP "port" is to a NAT, RFC 5508).
+#[derive(Debug, Clone, Copy)]
+struct FlowPorts {
+    src: u16,
+    dst: u16,
+    proto: u8,
+}
+
+impl FlowPorts {
+    fn of(proto: u8, l4: &[u8], first_fragment: bool) -> Option<FlowPorts> {
+        if !first_fragment {
+            return None;
+        }
+        match proto {
+            6 | 17 if l4.len() >= 8 => Some(FlowPorts {
+                src: u16::from_be_bytes([l4[0], l4[1]]),
+                dst: u16::from_be_bytes([l4[2], l4[3]]),
+                proto,
+            }),
+            1 if l4.len() >= 8 && matches!(l4[0], 0 | 8) => {
+                let id = u16::from_be_bytes([l4[4], l4[5]]);
+                Some(FlowPorts {
+                    src: id,
+                    dst: id,
+                    proto,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn rewrite_src(&self, l4: &mut [u8], port: u16, partial: bool) {
+        let at = if self.proto == 1 { 4 } else { 0 };
+        self.rewrite(l4, at, port, partial);
+    }
+
+    fn rewrite_dst(&self, l4: &mut [u8], port: u16, partial: bool) {
+        let at = if self.proto == 1 { 4 } else { 2 };
+        self.rewrite(l4, at, port, partial);
+    }
+
+    /// Writes `port` at `at`, fixing the checksum (unless it is the partial sum of an
+    /// offloaded packet, which covers the pseudo-header only, or UDP's "no checksum").
+    fn rewrite(&self, l4: &mut [u8], at: usize, port: u16, partial: bool) {
+        let old = u16::from_be_bytes([l4[at], l4[at + 1]]);
+        l4[at..at + 2].copy_from_slice(&port.to_be_bytes());
+        let c_at = match self.proto {
+            6 => 16,
+            17 => 6,
+            _ => 2,
+        };
+        if (partial && self.proto != 1) || l4.len() < c_at + 2 {
+            return;
+        }
+        let c = u16::from_be_bytes([l4[c_at], l4[c_at + 1]]);
+        if self.proto == 17 && c == 0 {
+            return;
+        }
+        let mut v = wire::checksum::update_word(c, old, port);
+        if self.proto == 17 && v == 0 {
+            v = 0xffff;
+        }
+        l4[c_at..c_at + 2].copy_from_slice(&v.to_be_bytes());
     }
 }
 

@@ -823,3 +823,352 @@ fn ports_cannot_spoof_or_flood() {
         Verdict::Drop(DropReason::UnknownPort)
     );
 }
+
+// ---- the internet through a pool of edges: NAT by port blocks, elastic IPs ---------------
+
+use crate::edge::{Edge, EdgeChange, EdgeVerdict, Owner};
+use crate::nat::PortBlock;
+use crate::pool::{Member, MemberState, PoolConfig};
+
+const SERVER: &str = "198.51.100.10";
+const PUBLIC: &str = "203.0.113.5";
+
+fn edge_loc(n: u8) -> Locator {
+    format!("fd63:6e73:0:e{n}::").parse().unwrap()
+}
+
+fn tcp_seg(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t.extend_from_slice(b"hello");
+    let p = checksum::pseudo_v4(src.octets(), dst.octets(), 6, t.len() as u16);
+    let c = checksum::finish(checksum::add(p, checksum::sum(&t)));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv4(src, dst, IpProtocol::TCP, 64, true, &t)
+}
+
+/// TCP fields and checksum validity of an IPv4 packet.
+fn tcp_of(ip: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, bool) {
+    let p = Ipv4Packet::new_checked(ip).unwrap();
+    assert!(p.verify_checksum());
+    let l4 = p.payload();
+    let ps = checksum::pseudo_v4(p.src_bytes(), p.dst_bytes(), 6, l4.len() as u16);
+    let ok = checksum::finish(checksum::add(ps, checksum::sum(l4))) == 0;
+    (
+        p.src(),
+        u16::from_be_bytes([l4[0], l4[1]]),
+        p.dst(),
+        u16::from_be_bytes([l4[2], l4[3]]),
+        ok,
+    )
+}
+
+fn members(states: [MemberState; 2]) -> Vec<Member> {
+    (0..2)
+        .map(|i| Member {
+            id: i as u32 + 1,
+            locator: edge_loc(i as u8 + 1),
+            weight: 1,
+            state: states[i],
+            load: None,
+        })
+        .collect()
+}
+
+struct Internet {
+    dc: Dc,
+    edges: [Edge; 2],
+    block: PortBlock,
+}
+
+impl Internet {
+    fn new() -> Self {
+        let mut dc = Dc::new();
+        let block = PortBlock {
+            public: ip(PUBLIC),
+            first: 1024,
+            last: 2047,
+        };
+        let (a, b) = (dc.a, dc.b);
+        for h in [&mut dc.h1, &mut dc.h2] {
+            h.apply(Change::Route {
+                network: net(1),
+                cidr: Ipv4Cidr::DEFAULT,
+                target: RouteTarget::Pool(1),
+            });
+            h.apply(Change::Pool {
+                id: 1,
+                config: PoolConfig {
+                    nat: true,
+                    ..PoolConfig::default()
+                },
+                members: members([MemberState::Active; 2]),
+            });
+        }
+        dc.h1.apply(Change::PortBlocks {
+            network: net(1),
+            vip: a.vip,
+            blocks: vec![block],
+        });
+        dc.h2.apply(Change::ElasticIp {
+            network: net(1),
+            vip: b.vip,
+            public: Some(ip("203.0.113.50")),
+        });
+        let mut edges = [Edge::new(edge_loc(1)), Edge::new(edge_loc(2))];
+        for e in &mut edges {
+            e.apply(EdgeChange::Block {
+                block,
+                owner: Owner {
+                    network: net(1),
+                    vip: a.vip,
+                    host: loc(H1),
+                },
+            });
+            e.apply(EdgeChange::ElasticIp {
+                public: ip("203.0.113.50"),
+                owner: Owner {
+                    network: net(1),
+                    vip: b.vip,
+                    host: loc(H2),
+                },
+            });
+        }
+        Internet { dc, edges, block }
+    }
+
+    fn edge_for(&mut self, six: &[u8]) -> &mut Edge {
+        let dst = model::SubstrateAddr::decode(six[24..40].try_into().unwrap());
+        self.edges
+            .iter_mut()
+            .find(|e| e.locator() == dst.locator)
+            .expect("sent to a pool member")
+    }
+}
+
+fn through_edge(e: &mut Edge, six: &[u8]) -> (EdgeVerdict, Vec<u8>) {
+    let mut p = Pkt::new(six);
+    let mut v = EdgeVerdict::Drop(DropReason::NoRoom);
+    p.run(|b| {
+        v = e.from_substrate(b);
+        Verdict::Consumed
+    });
+    (v, p.bytes().to_vec())
+}
+
+fn from_outside(e: &mut Edge, four: &[u8]) -> (EdgeVerdict, Vec<u8>) {
+    let mut p = Pkt::new(four);
+    let mut v = EdgeVerdict::Drop(DropReason::NoRoom);
+    p.run(|b| {
+        v = e.from_outside(b);
+        Verdict::Consumed
+    });
+    (v, p.bytes().to_vec())
+}
+
+#[test]
+fn nat_out_through_one_edge_and_back_through_the_other() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    let syn = eth(
+        router(),
+        a.mac,
+        EtherType::IPV4,
+        &tcp_seg(a.vip, ip(SERVER), 40000, 80, 0x02),
+    );
+    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &syn);
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, out) = through_edge(net_.edge_for(&six), &six);
+    assert_eq!(v, EdgeVerdict::ToOutside);
+    let (src, sport, dst, dport, ok) = tcp_of(&out);
+    assert!(ok, "TCP checksum valid on the internet");
+    assert_eq!((src, dst, dport), (ip(PUBLIC), ip(SERVER), 80));
+    assert!(
+        net_.block.contains(sport),
+        "source port from the node's block"
+    );
+
+    // The answer comes in through whichever edge the internet picks: both work.
+    for e in 0..2 {
+        let reply = tcp_seg(ip(SERVER), ip(PUBLIC), 80, sport, 0x12);
+        let (v, six) = from_outside(&mut net_.edges[e], &reply);
+        assert_eq!(v, EdgeVerdict::ToSubstrate, "edge {e}");
+        let (v, frame) = from_substrate(&mut net_.dc.h1, &six);
+        assert_eq!(v, Verdict::ToPort(a.port));
+        let (src, sport2, dst, dport, ok) = tcp_of(&frame[14..]);
+        assert!(ok);
+        assert_eq!(
+            (src, sport2, dst, dport),
+            (ip(SERVER), 80, a.vip, 40000),
+            "the node's own port is back"
+        );
+        let e2 = EthernetFrame::new_checked(&frame[..]).unwrap();
+        assert_eq!((e2.dst(), e2.src()), (a.mac, router()));
+    }
+}
+
+#[test]
+fn losing_an_edge_moves_the_flow_but_keeps_its_public_address_and_port() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    let seg = |flags| {
+        eth(
+            router(),
+            a.mac,
+            EtherType::IPV4,
+            &tcp_seg(a.vip, ip(SERVER), 40000, 80, flags),
+        )
+    };
+    let (_, six) = from_vm(&mut net_.dc.h1, a.port, &seg(0x02));
+    let first = model::SubstrateAddr::decode(six[24..40].try_into().unwrap()).locator;
+    let (_, out) = through_edge(net_.edge_for(&six), &six);
+    let before = tcp_of(&out);
+    // The edge that carried the flow dies.
+    let states = if first == edge_loc(1) {
+        [MemberState::Down, MemberState::Active]
+    } else {
+        [MemberState::Active, MemberState::Down]
+    };
+    net_.dc.h1.apply(Change::Pool {
+        id: 1,
+        config: PoolConfig {
+            nat: true,
+            ..PoolConfig::default()
+        },
+        members: members(states),
+    });
+    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &seg(0x10));
+    assert_eq!(v, Verdict::ToSubstrate);
+    let now_at = model::SubstrateAddr::decode(six[24..40].try_into().unwrap()).locator;
+    assert_ne!(now_at, first, "moved off the dead edge");
+    let (_, out) = through_edge(net_.edge_for(&six), &six);
+    let after = tcp_of(&out);
+    assert_eq!(
+        (before.0, before.1),
+        (after.0, after.1),
+        "the server sees the same address and port"
+    );
+
+    // Every member down: dropped and counted.
+    net_.dc.h1.apply(Change::Pool {
+        id: 1,
+        config: PoolConfig {
+            nat: true,
+            ..PoolConfig::default()
+        },
+        members: members([MemberState::Down; 2]),
+    });
+    assert_eq!(
+        from_vm(&mut net_.dc.h1, a.port, &seg(0x10)).0,
+        Verdict::Drop(DropReason::NoEdge)
+    );
+}
+
+#[test]
+fn unsolicited_inbound_is_dropped_at_the_edge_or_the_agent() {
+    let mut net_ = Internet::new();
+    // No block covers the port, and no elastic IP is the address.
+    let (v, _) = from_outside(
+        &mut net_.edges[0],
+        &tcp_seg(ip(SERVER), ip(PUBLIC), 80, 9999, 0x02),
+    );
+    assert_eq!(v, EdgeVerdict::Drop(DropReason::UnsolicitedInbound));
+    let (v, _) = from_outside(
+        &mut net_.edges[0],
+        &tcp_seg(ip(SERVER), ip("203.0.113.77"), 80, 1500, 0x02),
+    );
+    assert_eq!(v, EdgeVerdict::Drop(DropReason::UnsolicitedInbound));
+    // A port of the block with no flow behind it: the stateless edge passes it on, the
+    // agent, which holds the flows, refuses it.
+    let (v, six) = from_outside(
+        &mut net_.edges[0],
+        &tcp_seg(ip(SERVER), ip(PUBLIC), 80, 1500, 0x02),
+    );
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    assert_eq!(
+        from_substrate(&mut net_.dc.h1, &six).0,
+        Verdict::Drop(DropReason::NatNoFlow)
+    );
+    assert_eq!(
+        net_.edges[0]
+            .stats()
+            .drops
+            .get(DropReason::UnsolicitedInbound),
+        2
+    );
+}
+
+#[test]
+fn elastic_ip_is_reachable_from_outside_and_keeps_ports() {
+    let mut net_ = Internet::new();
+    let b = net_.dc.b;
+    let (v, six) = from_outside(
+        &mut net_.edges[1],
+        &tcp_seg(ip(SERVER), ip("203.0.113.50"), 5555, 22, 0x02),
+    );
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut net_.dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(b.port));
+    let (src, sport, dst, dport, ok) = tcp_of(&frame[14..]);
+    assert!(ok);
+    assert_eq!((src, sport, dst, dport), (ip(SERVER), 5555, b.vip, 22));
+    // And its answer leaves with the elastic IP, ports untouched.
+    let ans = eth(
+        router(),
+        b.mac,
+        EtherType::IPV4,
+        &tcp_seg(b.vip, ip(SERVER), 22, 5555, 0x12),
+    );
+    let (v, six) = from_vm(&mut net_.dc.h2, b.port, &ans);
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, out) = through_edge(net_.edge_for(&six), &six);
+    assert_eq!(v, EdgeVerdict::ToOutside);
+    let (src, sport, _, _, ok) = tcp_of(&out);
+    assert!(ok);
+    assert_eq!((src, sport), (ip("203.0.113.50"), 22));
+}
+
+#[test]
+fn a_node_without_a_block_asks_for_one_and_edges_refuse_forgeries() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![],
+    });
+    let syn = eth(
+        router(),
+        a.mac,
+        EtherType::IPV4,
+        &tcp_seg(a.vip, ip(SERVER), 40000, 80, 0x02),
+    );
+    assert_eq!(
+        from_vm(&mut net_.dc.h1, a.port, &syn).0,
+        Verdict::Drop(DropReason::PortBlockExhausted)
+    );
+    assert_eq!(
+        net_.dc.h1.poll_event(),
+        Some(Event::NeedPortBlock {
+            network: net(1),
+            vip: a.vip
+        })
+    );
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![net_.block],
+    });
+    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &syn);
+    assert_eq!(v, Verdict::ToSubstrate);
+    // The same packet claiming to come from host 2: the edge knows a lives on host 1.
+    let mut forged = six.clone();
+    forged[8..24].copy_from_slice(&model::substrate::encode(&loc(H2), net(1), a.vip.octets()));
+    let (v, _) = through_edge(net_.edge_for(&forged), &forged);
+    assert_eq!(v, EdgeVerdict::Drop(DropReason::SpoofedSource));
+}

@@ -1,0 +1,290 @@
+//! The edge pipeline (the patent's edge device), sans-IO and without per-flow state.
+//!
+//! - **Outbound** (substrate -> outside): decode the IPv6 packet an agent sent to this
+//!   edge's locator (its destination address carries the final IPv4 destination, no lookup
+//!   needed), check that the sending host really hosts the source node, and swap the
+//!   node's address for its public one: the elastic IP, or the public address of the port
+//!   block its (already rewritten) source port falls in.
+//! - **Inbound** (outside -> substrate): find who owns the destination (elastic IP, or
+//!   public address and port through the block table the manager pushes), swap the
+//!   public address for the node's, and encode to the node's host.
+//!
+//! Every member of a pool holds the same tables, so any member can carry any packet of
+//! any flow in either direction. Unsolicited traffic to an address or port nobody owns is
+//! dropped and counted.
+
+use crate::buf::PacketBuf;
+use crate::drops::{DropCounters, DropReason};
+use crate::nat::PortBlock;
+use crate::siit::{self, EncodeMap, Translator};
+use ahash::{HashMap, HashMapExt};
+use core::net::Ipv4Addr;
+use model::{Locator, NetworkId};
+use wire::checksum;
+use wire::ipv4::Ipv4Packet;
+use wire::IpProtocol;
+
+/// A node that owns public addresses or ports, and the host it lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub network: NetworkId,
+    pub vip: Ipv4Addr,
+    pub host: Locator,
+}
+
+/// A change to an edge's tables, as the manager pushes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeChange {
+    Block { block: PortBlock, owner: Owner },
+    RemoveBlock { block: PortBlock },
+    ElasticIp { public: Ipv4Addr, owner: Owner },
+    RemoveElasticIp { public: Ipv4Addr },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeVerdict {
+    /// An IPv4 packet for the outside interface.
+    ToOutside,
+    /// An IPv6 packet for the substrate.
+    ToSubstrate,
+    Drop(DropReason),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeStats {
+    pub drops: DropCounters,
+    pub outbound_packets: u64,
+    pub outbound_bytes: u64,
+    pub inbound_packets: u64,
+    pub inbound_bytes: u64,
+}
+
+/// An edge's tables and counters.
+pub struct Edge {
+    locator: Locator,
+    translator: Translator,
+    /// Public address -> blocks on it, sorted by first port.
+    blocks: HashMap<Ipv4Addr, Vec<(PortBlock, Owner)>>,
+    /// (network, node address) -> its blocks.
+    owned: HashMap<(NetworkId, Ipv4Addr), Vec<PortBlock>>,
+    eips: HashMap<Ipv4Addr, Owner>,
+    eip_of: HashMap<(NetworkId, Ipv4Addr), Ipv4Addr>,
+    stats: EdgeStats,
+}
+
+/// The transport ports of an IPv4 packet (the ICMP echo identifier as both), if its first
+/// fragment carries them.
+fn ports(ip: &Ipv4Packet<&[u8]>) -> Option<(u16, u16)> {
+    if ip.frag_offset() != 0 {
+        return None;
+    }
+    let l4 = ip.payload();
+    match ip.protocol() {
+        IpProtocol::TCP | IpProtocol::UDP if l4.len() >= 4 => Some((
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )),
+        IpProtocol::ICMP if l4.len() >= 8 && matches!(l4[0], 0 | 8) => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            Some((id, id))
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites one IPv4 address of the packet at the start of `ip` (source if `src`), fixing
+/// the header checksum and the TCP/UDP checksum (whose pseudo-header holds it).
+fn rewrite_addr(ip: &mut [u8], src: bool, new: Ipv4Addr) {
+    let at = if src { 12 } else { 16 };
+    let old: [u8; 4] = ip[at..at + 4].try_into().unwrap();
+    let new = new.octets();
+    let (o, n) = (checksum::addr_sum(&old), checksum::addr_sum(&new));
+    ip[at..at + 4].copy_from_slice(&new);
+    let c = u16::from_be_bytes([ip[10], ip[11]]);
+    ip[10..12].copy_from_slice(&checksum::update(c, o, n).to_be_bytes());
+    let hl = ((ip[0] & 0x0f) as usize) * 4;
+    let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+    let at = match ip[9] {
+        6 => 16,
+        17 => 6,
+        _ => return,
+    };
+    let l4 = &mut ip[hl..];
+    if !first || l4.len() < at + 2 {
+        return;
+    }
+    let c = u16::from_be_bytes([l4[at], l4[at + 1]]);
+    if at == 6 && c == 0 {
+        return; // UDP without checksum stays without.
+    }
+    let mut v = checksum::update(c, o, n);
+    if at == 6 && v == 0 {
+        v = 0xffff;
+    }
+    l4[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+impl Edge {
+    pub fn new(locator: Locator) -> Self {
+        Edge {
+            locator,
+            translator: Translator::default(),
+            blocks: HashMap::new(),
+            owned: HashMap::new(),
+            eips: HashMap::new(),
+            eip_of: HashMap::new(),
+            stats: EdgeStats::default(),
+        }
+    }
+
+    pub fn locator(&self) -> Locator {
+        self.locator
+    }
+
+    pub fn stats(&self) -> &EdgeStats {
+        &self.stats
+    }
+
+    pub fn translator_stats(&self) -> &siit::Stats {
+        self.translator.stats()
+    }
+
+    pub fn apply(&mut self, change: EdgeChange) {
+        match change {
+            EdgeChange::Block { block, owner } => {
+                self.remove_block(block);
+                let v = self.blocks.entry(block.public).or_default();
+                let at = v.partition_point(|(b, _)| b.first < block.first);
+                v.insert(at, (block, owner));
+                self.owned
+                    .entry((owner.network, owner.vip))
+                    .or_default()
+                    .push(block);
+            }
+            EdgeChange::RemoveBlock { block } => self.remove_block(block),
+            EdgeChange::ElasticIp { public, owner } => {
+                if let Some(old) = self.eips.insert(public, owner) {
+                    self.eip_of.remove(&(old.network, old.vip));
+                }
+                self.eip_of.insert((owner.network, owner.vip), public);
+            }
+            EdgeChange::RemoveElasticIp { public } => {
+                if let Some(old) = self.eips.remove(&public) {
+                    self.eip_of.remove(&(old.network, old.vip));
+                }
+            }
+        }
+    }
+
+    fn remove_block(&mut self, block: PortBlock) {
+        if let Some(v) = self.blocks.get_mut(&block.public) {
+            if let Some(i) = v.iter().position(|(b, _)| *b == block) {
+                let (_, o) = v.remove(i);
+                if let Some(mine) = self.owned.get_mut(&(o.network, o.vip)) {
+                    mine.retain(|b| *b != block);
+                }
+            }
+        }
+    }
+
+    fn owner_of(&self, public: Ipv4Addr, port: Option<u16>) -> Option<Owner> {
+        if let Some(o) = self.eips.get(&public) {
+            return Some(*o);
+        }
+        let port = port?;
+        let v = self.blocks.get(&public)?;
+        let i = v.partition_point(|(b, _)| b.first <= port);
+        let (b, o) = v.get(i.checked_sub(1)?)?;
+        b.contains(port).then_some(*o)
+    }
+
+    /// A packet from the substrate, for the outside.
+    pub fn from_substrate(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
+        let v = self.outbound(pkt);
+        match v {
+            EdgeVerdict::Drop(r) => self.stats.drops.inc(r),
+            _ => {
+                self.stats.outbound_packets += 1;
+                self.stats.outbound_bytes += pkt.len() as u64;
+            }
+        }
+        v
+    }
+
+    fn outbound(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
+        let d = match self.translator.decode(pkt, None) {
+            Ok(d) => d,
+            Err(r) => return EdgeVerdict::Drop(r),
+        };
+        if d.dst.locator != self.locator {
+            return EdgeVerdict::Drop(DropReason::WrongLocator);
+        }
+        let ip = Ipv4Packet::new_unchecked(pkt.as_slice());
+        let key = (d.src.network, d.src.vip);
+        let public = if let Some(&eip) = self.eip_of.get(&key) {
+            let o = self.eips[&eip];
+            if o.host != d.src.locator {
+                return EdgeVerdict::Drop(DropReason::SpoofedSource);
+            }
+            eip
+        } else {
+            let Some((sport, _)) = ports(&ip) else {
+                // Non-first fragments and port-less protocols cannot be matched to a
+                // block without per-flow state.
+                return EdgeVerdict::Drop(DropReason::NatNoFlow);
+            };
+            let Some(b) = self
+                .owned
+                .get(&key)
+                .and_then(|bs| bs.iter().find(|b| b.contains(sport)))
+            else {
+                return EdgeVerdict::Drop(DropReason::NatNoFlow);
+            };
+            match self.owner_of(b.public, Some(sport)) {
+                Some(o) if o.host == d.src.locator => b.public,
+                _ => return EdgeVerdict::Drop(DropReason::SpoofedSource),
+            }
+        };
+        rewrite_addr(pkt.as_mut_slice(), true, public);
+        EdgeVerdict::ToOutside
+    }
+
+    /// An IPv4 packet from the outside, for a node.
+    pub fn from_outside(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
+        let v = self.inbound(pkt);
+        match v {
+            EdgeVerdict::Drop(r) => self.stats.drops.inc(r),
+            _ => {
+                self.stats.inbound_packets += 1;
+                self.stats.inbound_bytes += pkt.len() as u64;
+            }
+        }
+        v
+    }
+
+    fn inbound(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
+        let ip = match Ipv4Packet::new_checked(pkt.as_slice()) {
+            Ok(ip) => ip,
+            Err(_) if pkt.as_slice().first().is_some_and(|b| b >> 4 != 4) => {
+                return EdgeVerdict::Drop(DropReason::NotIpv4)
+            }
+            Err(e) => return EdgeVerdict::Drop(siit::wire_err(e)),
+        };
+        let dport = ports(&ip).map(|(_, d)| d);
+        let Some(owner) = self.owner_of(ip.dst(), dport) else {
+            return EdgeVerdict::Drop(DropReason::UnsolicitedInbound);
+        };
+        let len = ip.total_len() as usize;
+        pkt.truncate(len);
+        rewrite_addr(pkt.as_mut_slice(), false, owner.vip);
+        let map = EncodeMap {
+            network: owner.network,
+            src: self.locator,
+            dst: owner.host,
+        };
+        match self.translator.encode(&map, pkt, None) {
+            Ok(()) => EdgeVerdict::ToSubstrate,
+            Err(r) => EdgeVerdict::Drop(r),
+        }
+    }
+}
