@@ -8,10 +8,12 @@
 
 pub mod agent;
 pub mod buf;
+pub mod conntrack;
 pub mod drops;
 pub mod edge;
 pub mod nat;
 pub mod pool;
+pub mod rules;
 pub mod siit;
 pub mod time;
 
