@@ -1,6 +1,7 @@
-//! ns per packet through the whole agent pipeline, both ways, with a realistic table
-//! size: 1,000 networks of 1,000 nodes each pushed as mappings (1M entries), and through
-//! the edge pipeline. Run: `cargo bench -p canopy-dataplane --bench agent`.
+//! ns per packet through the whole agent pipeline, both ways, with realistic table sizes:
+//! 1,000 networks of 1,000 nodes each pushed as mappings (1M entries), security groups on
+//! both nodes with 100k connections tracked on each side, and through the edge pipeline.
+//! Run: `cargo bench -p canopy-dataplane --bench agent`.
 //!
 //! - egress: a 64-byte UDP frame from a VM to a node on another host of the same subnet
 //!   (ARP-resolved MAC, mapping cache hit), translated to the substrate.
@@ -19,6 +20,7 @@ use dataplane::agent::{
 };
 use dataplane::edge::{Edge, EdgeChange, EdgeVerdict, Owner};
 use dataplane::nat::PortBlock;
+use dataplane::rules::{Cidr, Proto, Remote, SecurityGroup, SgRule};
 use dataplane::{Instant, PacketBuf};
 use model::{Ipv4Cidr, Locator, NetworkId};
 use std::hint::black_box;
@@ -44,8 +46,12 @@ fn vip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 2) as u8)
 }
 
+const TRACKED: u32 = 100_000;
+
 fn agent(host: u32) -> Agent {
-    let mut a = Agent::new(AgentConfig::new(loc(host)));
+    let mut cfg = AgentConfig::new(loc(host));
+    cfg.max_connections_per_node = 2 * TRACKED as usize;
+    let mut a = Agent::new(cfg);
     for n in 1..=NETWORKS {
         let id = NetworkId::new(n).unwrap();
         a.apply(Change::Network {
@@ -178,6 +184,45 @@ fn bench(c: &mut Criterion) {
             mac: mac(net.get(), b_i),
         }),
     });
+
+    // Security groups: a may send anything, b accepts UDP from the network; then 100k
+    // connections of a to b (distinct source ports) are tracked on both hosts.
+    let any: Cidr = "0.0.0.0/0".parse().unwrap();
+    let out = SecurityGroup::new(
+        1,
+        vec![SgRule::egress(Proto::Any, 0..=65535, Remote::Cidr(any))],
+    );
+    let inb = SecurityGroup::new(
+        2,
+        vec![SgRule::ingress(Proto::Udp, 0..=65535, Remote::Cidr(any))],
+    );
+    h1.apply(Change::SecurityGroups {
+        port: PortId(1),
+        groups: vec![out],
+    });
+    h2.apply(Change::SecurityGroups {
+        port: PortId(1),
+        groups: vec![inb],
+    });
+    let mut scratch = vec![0u8; HEADROOM + MIN_BUFFER];
+    for i in 0..TRACKED {
+        let mut f = udp_frame(mac(net.get(), b_i), mac(net.get(), a_i), a_vip, b_vip);
+        let sport = 1024 + (i % 60000) as u16;
+        let dport = 53 + (i / 60000) as u16;
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[40..42].copy_from_slice(&[0, 0]); // UDP without checksum: fine for warming
+        scratch[HEADROOM..HEADROOM + f.len()].copy_from_slice(&f);
+        let mut p = PacketBuf::new(&mut scratch, HEADROOM, HEADROOM + f.len());
+        assert_eq!(
+            h1.from_vm(PortId(1), &mut p, None, Instant::ZERO),
+            Verdict::ToSubstrate
+        );
+        assert_eq!(
+            h2.from_substrate(&mut p, None, Instant::ZERO),
+            Verdict::ToPort(PortId(1))
+        );
+    }
 
     let same_subnet = udp_frame(mac(net.get(), b_i), mac(net.get(), a_i), a_vip, b_vip);
     let routed = udp_frame(router, mac(net.get(), a_i), a_vip, c_vip);

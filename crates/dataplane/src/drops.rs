@@ -136,6 +136,17 @@ drop_reasons! {
     /// address), and is not an edge of a pool the network uses: spoofed.
     SpoofedSource = "spoofed_source",
 
+    // ---- rules ----
+    /// A network ACL of the node's subnet denies the packet.
+    AclDenied = "acl_denied",
+    /// No security group rule of the node allows this new connection.
+    SgDenied = "sg_denied",
+    /// The node's connection table is full and nothing in it has expired.
+    ConntrackFull = "conntrack_full",
+    /// A packet that belongs to no connection and cannot start one (a stray TCP ACK
+    /// without loose pickup, bad flag combinations).
+    ConntrackInvalid = "conntrack_invalid",
+
     // ---- NAT and edges ----
     /// A node without a port block (the agent asks the manager for one) or whose blocks
     /// are all in use.

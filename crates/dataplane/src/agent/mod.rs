@@ -23,9 +23,14 @@ mod icmp;
 mod tests;
 
 use crate::buf::PacketBuf;
+use crate::conntrack::{Conntrack, Flow, Packet as CtPacket, Timeouts};
 use crate::drops::{DropCounters, DropReason};
 use crate::nat::{FlowId, NatError, NatTimeouts, PortBlock, SourceNat};
 use crate::pool::{FlowKey, Member, Pool, PoolConfig, Selection};
+use crate::rules::{
+    Acl, AclRule, Direction, Firewall, GroupId, GroupMembers, Policy, SecurityGroup, SgPolicy,
+    Verdict as FwVerdict,
+};
 use crate::siit::{Config as SiitConfig, EncodeMap, Translator};
 use crate::time::Instant;
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -73,6 +78,8 @@ pub struct AgentConfig {
     pub hold_per_address: usize,
     /// Most NAT flows tracked at once, over all nodes.
     pub max_nat_flows: usize,
+    /// Connections tracked per node with security groups (preallocated).
+    pub max_connections_per_node: usize,
 }
 
 impl AgentConfig {
@@ -89,6 +96,7 @@ impl AgentConfig {
             hold_capacity: 64,
             hold_per_address: 4,
             max_nat_flows: 262_144,
+            max_connections_per_node: 16_384,
         }
     }
 
@@ -188,6 +196,27 @@ pub enum Change {
         network: NetworkId,
         vip: Ipv4Addr,
         blocks: Vec<PortBlock>,
+    },
+    /// The security groups of the node on a port; from then on its traffic is filtered
+    /// both ways, statefully. A node never given groups is not filtered (the manager
+    /// always gives one, the network's default group, when it attaches a node).
+    SecurityGroups {
+        port: PortId,
+        groups: Vec<SecurityGroup>,
+    },
+    /// Adds (or removes) an address to a security group, for rules whose remote is a
+    /// group.
+    GroupMember {
+        group: GroupId,
+        network: NetworkId,
+        vip: Ipv4Addr,
+        member: bool,
+    },
+    /// The network ACL of a subnet (`None`: no ACL, nothing filtered).
+    Acl {
+        network: NetworkId,
+        subnet: Ipv4Cidr,
+        rules: Option<Vec<AclRule>>,
     },
     /// A node's elastic IP (`None`: released). Such a node's traffic through a NAT pool
     /// keeps its ports: the edges map the whole address.
@@ -308,6 +337,11 @@ pub struct Agent {
     events: VecDeque<Event>,
     hold: HoldQueue,
     stats: AgentStats,
+    /// Security: per node (one connection table each, so that one node's traffic never
+    /// opens another's door), group memberships, ACLs per subnet.
+    firewalls: HashMap<PortId, NodeSecurity>,
+    members: GroupMembers,
+    acls: HashMap<(NetworkId, Ipv4Cidr), Acl>,
     /// Member locators per pool, as last configured.
     pool_members: HashMap<u32, Vec<Locator>>,
     /// The latest time seen, for configuration changes that need one.
@@ -347,6 +381,9 @@ impl Agent {
             hold,
             stats: AgentStats::default(),
             pool_members: HashMap::new(),
+            firewalls: HashMap::new(),
+            members: GroupMembers::new(),
+            acls: HashMap::new(),
             now: Instant::ZERO,
         }
     }
@@ -406,6 +443,7 @@ impl Agent {
                 self.local.insert((spec.network, spec.vip), spec.port);
             }
             Change::DetachNode(port) => {
+                self.firewalls.remove(&port);
                 if let Some(old) = self.ports.remove(&port) {
                     self.local.remove(&(old.network, old.vip));
                 }
@@ -460,6 +498,45 @@ impl Agent {
                 self.nat.set_blocks(network, vip, &blocks);
                 self.asked_blocks.remove(&(network, vip));
             }
+            Change::SecurityGroups { port, groups } => {
+                // Rules the manager validated compile; if some did not, the node keeps
+                // its previous policy rather than opening up.
+                if let Ok(sg) = SgPolicy::compile(&groups) {
+                    let max = self.cfg.max_connections_per_node;
+                    self.firewalls
+                        .entry(port)
+                        .and_modify(|s| s.sg = sg.clone())
+                        .or_insert_with(|| NodeSecurity {
+                            sg,
+                            fw: Firewall::new(Conntrack::new(Timeouts::default(), max)),
+                        });
+                }
+            }
+            Change::GroupMember {
+                group,
+                network,
+                vip,
+                member,
+            } => {
+                if member {
+                    self.members.insert(group, network, vip);
+                } else {
+                    self.members.remove(group, network, vip);
+                }
+            }
+            Change::Acl {
+                network,
+                subnet,
+                rules,
+            } => match rules.map(|r| Acl::compile(&r)) {
+                Some(Ok(acl)) => {
+                    self.acls.insert((network, subnet), acl);
+                }
+                Some(Err(_)) => {}
+                None => {
+                    self.acls.remove(&(network, subnet));
+                }
+            },
             Change::ElasticIp {
                 network,
                 vip,
@@ -520,6 +597,9 @@ impl Agent {
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
         self.nat.expire(now);
+        for s in self.firewalls.values_mut() {
+            s.fw.expire(now, 4096);
+        }
         for p in self.pools.values_mut() {
             p.expire(now);
         }
@@ -736,6 +816,15 @@ impl Agent {
         if !routed && dst_mac != dst_node_mac {
             return Verdict::Drop(DropReason::UnknownDestinationMac);
         }
+        let ip = &pkt.as_slice()[ethernet::HEADER_LEN..];
+        if let Err(r) = self.filter(port, Direction::Egress, node.network, ip, now) {
+            return Verdict::Drop(r);
+        }
+        if let Lookup::Local(p) = target {
+            if let Err(r) = self.filter(p, Direction::Ingress, node.network, ip, now) {
+                return Verdict::Drop(r);
+            }
+        }
         if routed {
             decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
         }
@@ -861,6 +950,9 @@ impl Agent {
                 return Verdict::Drop(r);
             }
         }
+        if let Err(r) = self.filter(port, Direction::Ingress, dst.network, pkt.as_slice(), now) {
+            return Verdict::Drop(r);
+        }
         let Some(hdr) = pkt.push_front(ethernet::HEADER_LEN) else {
             return Verdict::Drop(DropReason::NoRoom);
         };
@@ -873,7 +965,104 @@ impl Agent {
     }
 }
 
+struct NodeSecurity {
+    sg: SgPolicy,
+    fw: Firewall,
+}
+
+/// The connection-tracking view of an IPv4 packet (already checked): addresses,
+/// protocol, ports or ICMP type and identifier, TCP flags, and the quoted packet of an
+/// ICMP error. `None` for a non-first fragment, which carries no ports: the first
+/// fragment was filtered, and a later one without it cannot be reassembled.
+fn ct_packet(network: NetworkId, ip: &[u8]) -> Option<CtPacket> {
+    let p = Ipv4Packet::new_unchecked(ip);
+    if p.frag_offset() != 0 {
+        return None;
+    }
+    let (src, dst) = (p.src(), p.dst());
+    let l4 = p.payload();
+    let port = |i: usize| u16::from_be_bytes([l4[i], l4[i + 1]]);
+    Some(match p.protocol().0 {
+        6 if l4.len() >= 20 => {
+            let doff = ((l4[12] >> 4) as usize * 4).min(l4.len());
+            CtPacket::tcp(Flow::tcp(network, src, port(0), dst, port(2)), l4[13])
+                .with_payload((l4.len() - doff) as u32)
+        }
+        17 if l4.len() >= 8 => CtPacket::new(Flow::udp(network, src, port(0), dst, port(2)))
+            .with_payload(l4.len() as u32 - 8),
+        1 if l4.len() >= 8 => {
+            let ty = l4[0];
+            if matches!(ty, 3 | 4 | 5 | 11 | 12) {
+                let flow = Flow::icmp(network, src, dst, ty, 0);
+                match Ipv4Packet::new_checked(&l4[8..]).ok().or_else(|| {
+                    // The quoted packet is cut short: its header is what counts.
+                    let q = &l4[8..];
+                    (q.len() >= 20 && q[0] >> 4 == 4).then(|| Ipv4Packet::new_unchecked(q))
+                }) {
+                    Some(inner) => {
+                        let q = inner.as_bytes();
+                        let hl = inner.header_len().min(q.len());
+                        let il4 = &q[hl..];
+                        let iport = |i: usize| u16::from_be_bytes([il4[i], il4[i + 1]]);
+                        let (is, id) = (inner.src(), inner.dst());
+                        let inner_flow = match inner.protocol().0 {
+                            6 if il4.len() >= 4 => Flow::tcp(network, is, iport(0), id, iport(2)),
+                            17 if il4.len() >= 4 => Flow::udp(network, is, iport(0), id, iport(2)),
+                            1 if il4.len() >= 6 => Flow::icmp(network, is, id, il4[0], iport(4)),
+                            n => Flow::other(network, n, is, id),
+                        };
+                        CtPacket::icmp_error(flow, inner_flow)
+                    }
+                    None => CtPacket::new(flow),
+                }
+            } else {
+                let ident = if matches!(ty, 0 | 8 | 13 | 14) {
+                    port(4)
+                } else {
+                    0
+                };
+                CtPacket::new(Flow::icmp(network, src, dst, ty, ident))
+            }
+        }
+        n => CtPacket::new(Flow::other(network, n, src, dst)),
+    })
+}
+
 impl Agent {
+    /// Runs the security groups, the subnet's ACL and connection tracking of the node on
+    /// `port` over an IPv4 packet, in `dir` as seen from that node.
+    fn filter(
+        &mut self,
+        port: PortId,
+        dir: Direction,
+        network: NetworkId,
+        ip: &[u8],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let Some(sec) = self.firewalls.get_mut(&port) else {
+            return Ok(());
+        };
+        let Some(pkt) = ct_packet(network, ip) else {
+            return Ok(());
+        };
+        let subnet = self.ports.get(&port).map(|n| n.subnet.cidr);
+        let mut policy = Policy::new(&sec.sg, &self.members);
+        if let Some(acl) = subnet.and_then(|s| self.acls.get(&(network, s))) {
+            policy = policy.with_acl(acl, None);
+        }
+        let v = match dir {
+            Direction::Egress => sec.fw.egress(&policy, &pkt, now),
+            Direction::Ingress => sec.fw.ingress(&policy, &pkt, now),
+        };
+        match v {
+            FwVerdict::Allow(_) => Ok(()),
+            FwVerdict::AclDenied => Err(DropReason::AclDenied),
+            FwVerdict::SgDenied => Err(DropReason::SgDenied),
+            FwVerdict::ConntrackFull => Err(DropReason::ConntrackFull),
+            FwVerdict::ConntrackInvalid => Err(DropReason::ConntrackInvalid),
+        }
+    }
+
     fn rebuild_edge_locators(&mut self) {
         self.edge_locators.clear();
         for (id, ls) in &self.pool_members {
@@ -897,6 +1086,10 @@ impl Agent {
             return Verdict::Drop(DropReason::RouteTargetUnavailable);
         };
         let nat = pool.config().nat && !self.eips.contains(&(node.network, node.vip));
+        let ip = &pkt.as_slice()[ethernet::HEADER_LEN..];
+        if let Err(r) = self.filter(node.port, Direction::Egress, node.network, ip, now) {
+            return Verdict::Drop(r);
+        }
         let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
         let ip_bytes = &pkt.as_slice()[ethernet::HEADER_LEN..];
         let ip = Ipv4Packet::new_unchecked(ip_bytes);

@@ -1172,3 +1172,145 @@ fn a_node_without_a_block_asks_for_one_and_edges_refuse_forgeries() {
     let (v, _) = through_edge(net_.edge_for(&forged), &forged);
     assert_eq!(v, EdgeVerdict::Drop(DropReason::SpoofedSource));
 }
+
+// ---- security groups and ACLs, enforced on both hosts ---------------------------------------
+
+use crate::rules::{AclRule, Cidr, Direction as Dir, Proto, Remote, SecurityGroup, SgRule};
+
+fn any_cidr() -> Cidr {
+    "0.0.0.0/0".parse().unwrap()
+}
+
+/// a may send anything; b accepts ICMP from the network and TCP 22 only.
+fn guarded() -> Dc {
+    let mut dc = Dc::new();
+    let all_out = SecurityGroup::new(
+        1,
+        vec![SgRule::egress(
+            Proto::Any,
+            0..=65535,
+            Remote::Cidr(any_cidr()),
+        )],
+    );
+    let b_in = SecurityGroup::new(
+        2,
+        vec![
+            SgRule::ingress(
+                Proto::Icmp,
+                0..=255,
+                Remote::Cidr("10.0.0.0/16".parse().unwrap()),
+            ),
+            SgRule::ingress(Proto::Tcp, 22..=22, Remote::Group(1)),
+        ],
+    );
+    let (a, b) = (dc.a, dc.b);
+    dc.h1.apply(Change::SecurityGroups {
+        port: a.port,
+        groups: vec![all_out],
+    });
+    dc.h2.apply(Change::SecurityGroups {
+        port: b.port,
+        groups: vec![b_in],
+    });
+    dc.h2.apply(Change::GroupMember {
+        group: 1,
+        network: net(1),
+        vip: a.vip,
+        member: true,
+    });
+    dc
+}
+
+fn tcp_frame(from: &Vm, to: &Vm, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    eth(
+        to.mac,
+        from.mac,
+        EtherType::IPV4,
+        &tcp_seg(from.vip, to.vip, sport, dport, flags),
+    )
+}
+
+#[test]
+fn security_groups_allow_replies_and_deny_new_inbound() {
+    let mut dc = guarded();
+    let (a, b) = (dc.a, dc.b);
+    // Ping allowed in by b's group; b's answer goes out on the connection, without any
+    // egress rule of its own.
+    let (v, six) = from_vm(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(b.port));
+    let mut reply = frame.clone();
+    reply[..6].copy_from_slice(&a.mac.octets());
+    reply[6..12].copy_from_slice(&b.mac.octets());
+    let mut r = Ipv4Packet::new_unchecked(&mut reply[14..]);
+    r.set_src(b.vip);
+    r.set_dst(a.vip);
+    r.fill_checksum();
+    let l4 = &mut reply[34..];
+    let c = u16::from_be_bytes([l4[2], l4[3]]);
+    l4[0] = 0;
+    l4[2..4].copy_from_slice(&checksum::update_word(c, 0x0800, 0x0000).to_be_bytes());
+    let (v, six) = from_vm(&mut dc.h2, b.port, &reply);
+    assert_eq!(
+        v,
+        Verdict::ToSubstrate,
+        "the echo reply rides the tracked connection"
+    );
+    assert_eq!(from_substrate(&mut dc.h1, &six).0, Verdict::ToPort(a.port));
+
+    // TCP 22 from a member of group 1: allowed. TCP 80: no rule, refused at b's host.
+    let (_, six) = from_vm(&mut dc.h1, a.port, &tcp_frame(&a, &b, 40000, 22, 0x02));
+    assert_eq!(from_substrate(&mut dc.h2, &six).0, Verdict::ToPort(b.port));
+    let (v, six) = from_vm(&mut dc.h1, a.port, &tcp_frame(&a, &b, 40001, 80, 0x02));
+    assert_eq!(v, Verdict::ToSubstrate, "a's own egress allows it");
+    assert_eq!(
+        from_substrate(&mut dc.h2, &six).0,
+        Verdict::Drop(DropReason::SgDenied)
+    );
+    // b cannot open a connection to a: no egress rule.
+    let (v, _) = from_vm(&mut dc.h2, b.port, &tcp_frame(&b, &a, 5000, 22, 0x02));
+    assert_eq!(v, Verdict::Drop(DropReason::SgDenied));
+}
+
+#[test]
+fn network_acls_are_ordered_and_stateless() {
+    let mut dc = guarded();
+    let (a, b) = (dc.a, dc.b);
+    let net16: Cidr = "10.0.0.0/16".parse().unwrap();
+    dc.h1.apply(Change::Acl {
+        network: net(1),
+        subnet: a.subnet.cidr,
+        rules: Some(vec![
+            AclRule::deny(10, Dir::Egress, Proto::Tcp, 22..=22, net16),
+            AclRule::allow(20, Dir::Egress, Proto::Any, 0..=65535, any_cidr()),
+        ]),
+    });
+    assert_eq!(
+        from_vm(&mut dc.h1, a.port, &tcp_frame(&a, &b, 40000, 22, 0x02)).0,
+        Verdict::Drop(DropReason::AclDenied)
+    );
+    let (v, six) = from_vm(&mut dc.h1, a.port, &ping(&a, b.vip, b.mac, 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(from_substrate(&mut dc.h2, &six).0, Verdict::ToPort(b.port));
+    // Stateless: with no inbound rule, even the reply to a's own ping is refused.
+    let reply = eth(
+        a.mac,
+        b.mac,
+        EtherType::IPV4,
+        &ipv4(b.vip, a.vip, IpProtocol::ICMP, 64, true, &{
+            let mut m = echo(1, 56);
+            m[0] = 0;
+            let c = u16::from_be_bytes([m[2], m[3]]);
+            m[2..4].copy_from_slice(&checksum::update_word(c, 0x0800, 0).to_be_bytes());
+            m
+        }),
+    );
+    let (v, six) = from_vm(&mut dc.h2, b.port, &reply);
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(
+        from_substrate(&mut dc.h1, &six).0,
+        Verdict::Drop(DropReason::AclDenied)
+    );
+    assert_eq!(dc.h1.stats().drops.get(DropReason::AclDenied), 2);
+}
