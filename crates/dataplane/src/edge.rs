@@ -14,9 +14,12 @@
 //! dropped and counted.
 
 use crate::buf::PacketBuf;
+use crate::conntrack::Flow;
 use crate::drops::{DropCounters, DropReason};
 use crate::nat::PortBlock;
+use crate::rules::{Acl, AclRule, Action, Direction};
 use crate::siit::{self, EncodeMap, Translator};
+use crate::time::Instant;
 use ahash::{HashMap, HashMapExt};
 use core::net::Ipv4Addr;
 use model::{Locator, NetworkId};
@@ -35,10 +38,23 @@ pub struct Owner {
 /// A change to an edge's tables, as the manager pushes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EdgeChange {
-    Block { block: PortBlock, owner: Owner },
-    RemoveBlock { block: PortBlock },
-    ElasticIp { public: Ipv4Addr, owner: Owner },
-    RemoveElasticIp { public: Ipv4Addr },
+    Block {
+        block: PortBlock,
+        owner: Owner,
+    },
+    RemoveBlock {
+        block: PortBlock,
+    },
+    ElasticIp {
+        public: Ipv4Addr,
+        owner: Owner,
+    },
+    RemoveElasticIp {
+        public: Ipv4Addr,
+    },
+    /// The pool's ACL, applied by every member to traffic in both directions (as seen
+    /// from the nodes: inbound is ingress); `None` removes it.
+    Acl(Option<Vec<AclRule>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +85,20 @@ pub struct Edge {
     owned: HashMap<(NetworkId, Ipv4Addr), Vec<PortBlock>>,
     eips: HashMap<Ipv4Addr, Owner>,
     eip_of: HashMap<(NetworkId, Ipv4Addr), Ipv4Addr>,
+    acl: Option<Acl>,
     stats: EdgeStats,
+    /// Bytes per second this edge is sized for, against which load is reported.
+    capacity_bps: u64,
+    last_report: Option<(Instant, u64)>,
+}
+
+/// What an edge tells the manager (and, through it, the agents' pools) about itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadReport {
+    /// Bytes per second carried since the last report, both directions.
+    pub bytes_per_sec: u64,
+    /// That rate against the edge's capacity, 0..=1.
+    pub load: f64,
 }
 
 /// The transport ports of an IPv4 packet (the ICMP echo identifier as both), if its first
@@ -133,8 +162,49 @@ impl Edge {
             owned: HashMap::new(),
             eips: HashMap::new(),
             eip_of: HashMap::new(),
+            acl: None,
             stats: EdgeStats::default(),
+            capacity_bps: 1_250_000_000,
+            last_report: None,
         }
+    }
+
+    /// Sets the bytes per second the edge is sized for (default 10 Gbit/s).
+    pub fn with_capacity(mut self, bytes_per_sec: u64) -> Self {
+        self.capacity_bps = bytes_per_sec.max(1);
+        self
+    }
+
+    /// The load since the previous report (the first report covers nothing and says 0).
+    pub fn report_load(&mut self, now: Instant) -> LoadReport {
+        let total = self.stats.outbound_bytes + self.stats.inbound_bytes;
+        let rate = match self.last_report {
+            Some((at, bytes)) if now.since(at) > 0 => (total - bytes) * 1000 / now.since(at),
+            _ => 0,
+        };
+        self.last_report = Some((now, total));
+        LoadReport {
+            bytes_per_sec: rate,
+            load: (rate as f64 / self.capacity_bps as f64).min(1.0),
+        }
+    }
+
+    fn acl_allows(&self, dir: Direction, network: NetworkId, ip: &Ipv4Packet<&[u8]>) -> bool {
+        let Some(acl) = &self.acl else { return true };
+        let (sp, dp) = ports(ip).unwrap_or((0, 0));
+        let flow = Flow {
+            network,
+            proto: ip.protocol().0,
+            src: ip.src(),
+            dst: ip.dst(),
+            src_port: sp,
+            dst_port: if ip.protocol() == IpProtocol::ICMP {
+                ip.payload().first().copied().unwrap_or(0) as u16
+            } else {
+                dp
+            },
+        };
+        acl.evaluate(dir, &flow).action == Action::Allow
     }
 
     pub fn locator(&self) -> Locator {
@@ -171,6 +241,14 @@ impl Edge {
             EdgeChange::RemoveElasticIp { public } => {
                 if let Some(old) = self.eips.remove(&public) {
                     self.eip_of.remove(&(old.network, old.vip));
+                }
+            }
+            EdgeChange::Acl(rules) => {
+                // An ACL that does not compile leaves the previous one in force.
+                match rules.map(|r| Acl::compile(&r)) {
+                    Some(Ok(acl)) => self.acl = Some(acl),
+                    Some(Err(_)) => {}
+                    None => self.acl = None,
                 }
             }
         }
@@ -245,6 +323,9 @@ impl Edge {
                 _ => return EdgeVerdict::Drop(DropReason::SpoofedSource),
             }
         };
+        if !self.acl_allows(Direction::Egress, d.src.network, &ip) {
+            return EdgeVerdict::Drop(DropReason::AclDenied);
+        }
         rewrite_addr(pkt.as_mut_slice(), true, public);
         EdgeVerdict::ToOutside
     }
@@ -274,6 +355,9 @@ impl Edge {
         let Some(owner) = self.owner_of(ip.dst(), dport) else {
             return EdgeVerdict::Drop(DropReason::UnsolicitedInbound);
         };
+        if !self.acl_allows(Direction::Ingress, owner.network, &ip) {
+            return EdgeVerdict::Drop(DropReason::AclDenied);
+        }
         let len = ip.total_len() as usize;
         pkt.truncate(len);
         rewrite_addr(pkt.as_mut_slice(), false, owner.vip);

@@ -1414,3 +1414,69 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn edge_acls_apply_both_ways_and_edges_report_load() {
+    let mut net_ = Internet::new();
+    let any: Cidr = "0.0.0.0/0".parse().unwrap();
+    let bad: Cidr = "192.0.2.0/24".parse().unwrap();
+    for e in &mut net_.edges {
+        e.apply(EdgeChange::Acl(Some(vec![
+            AclRule::deny(10, Dir::Ingress, Proto::Any, 0..=65535, bad),
+            AclRule::deny(20, Dir::Egress, Proto::Tcp, 25..=25, any),
+            AclRule::allow(100, Dir::Ingress, Proto::Any, 0..=65535, any),
+            AclRule::allow(100, Dir::Egress, Proto::Any, 0..=65535, any),
+        ])));
+    }
+    // From a blocked network to the elastic IP: refused at the edge.
+    let (v, _) = from_outside(
+        &mut net_.edges[0],
+        &tcp_seg(ip("192.0.2.66"), ip("203.0.113.50"), 5555, 22, 0x02),
+    );
+    assert_eq!(v, EdgeVerdict::Drop(DropReason::AclDenied));
+    let (v, _) = from_outside(
+        &mut net_.edges[0],
+        &tcp_seg(ip(SERVER), ip("203.0.113.50"), 5555, 22, 0x02),
+    );
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    // SMTP out is refused; HTTPS goes.
+    let a = net_.dc.a;
+    for (dport, want) in [
+        (25, EdgeVerdict::Drop(DropReason::AclDenied)),
+        (443, EdgeVerdict::ToOutside),
+    ] {
+        let seg = eth(
+            router(),
+            a.mac,
+            EtherType::IPV4,
+            &tcp_seg(a.vip, ip(SERVER), 40000 + dport, dport, 0x02),
+        );
+        let (_, six) = from_vm(&mut net_.dc.h1, a.port, &seg);
+        assert_eq!(
+            through_edge(net_.edge_for(&six), &six).0,
+            want,
+            "port {dport}"
+        );
+    }
+    // Load: bytes carried over the time since the last report, against capacity.
+    let mut e = Edge::new(edge_loc(9)).with_capacity(1000);
+    assert_eq!(e.report_load(Instant::from_secs(10)).load, 0.0);
+    e.apply(EdgeChange::ElasticIp {
+        public: ip("203.0.113.50"),
+        owner: Owner {
+            network: net(1),
+            vip: net_.dc.b.vip,
+            host: loc(H2),
+        },
+    });
+    for _ in 0..10 {
+        let (v, _) = from_outside(
+            &mut e,
+            &tcp_seg(ip(SERVER), ip("203.0.113.50"), 5555, 22, 0x10),
+        );
+        assert_eq!(v, EdgeVerdict::ToSubstrate);
+    }
+    let r = e.report_load(Instant::from_secs(11));
+    assert_eq!(r.bytes_per_sec, e.stats().inbound_bytes);
+    assert!(r.load > 0.0 && r.load <= 1.0);
+}
