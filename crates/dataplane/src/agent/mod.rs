@@ -838,22 +838,7 @@ impl Agent {
                 write_ethernet(pkt.as_mut_slice(), dst_node_mac, src_mac);
                 Verdict::ToPort(p)
             }
-            Lookup::Remote(m) => {
-                pkt.strip_front(ethernet::HEADER_LEN);
-                let map = EncodeMap {
-                    network: node.network,
-                    src: self.cfg.locator,
-                    dst: m.locator,
-                };
-                let mut vnet = vnet;
-                if let Some(v) = vnet.as_deref_mut() {
-                    shift_vnet(v, -(ethernet::HEADER_LEN as isize));
-                }
-                match self.translator.encode(&map, pkt, vnet) {
-                    Ok(()) => Verdict::ToSubstrate,
-                    Err(r) => Verdict::Drop(r),
-                }
-            }
+            Lookup::Remote(m) => self.encode_out(node.network, m.locator, pkt, vnet),
             Lookup::Absent | Lookup::Unknown => unreachable!("handled above"),
         }
     }
@@ -1136,16 +1121,27 @@ impl Agent {
             Selection::NoMember => return Verdict::Drop(DropReason::NoEdge),
         };
         decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
+        self.encode_out(node.network, dst_loc, pkt, vnet)
+    }
+
+    /// Strips the Ethernet header of a frame from a VM and encodes the IPv4 packet to the
+    /// substrate, towards `dst` (a host's or an edge's locator).
+    fn encode_out(
+        &mut self,
+        network: NetworkId,
+        dst: Locator,
+        pkt: &mut PacketBuf<'_>,
+        mut vnet: Option<&mut VirtioNetHdr>,
+    ) -> Verdict {
         pkt.strip_front(ethernet::HEADER_LEN);
-        let map = EncodeMap {
-            network: node.network,
-            src: self.cfg.locator,
-            dst: dst_loc,
-        };
-        let mut vnet = vnet;
         if let Some(v) = vnet.as_deref_mut() {
             shift_vnet(v, -(ethernet::HEADER_LEN as isize));
         }
+        let map = EncodeMap {
+            network,
+            src: self.cfg.locator,
+            dst,
+        };
         match self.translator.encode(&map, pkt, vnet) {
             Ok(()) => Verdict::ToSubstrate,
             Err(r) => Verdict::Drop(r),

@@ -584,39 +584,17 @@ fn unreachable_destinations_get_icmp_errors() {
 fn oversized_df_packets_get_fragmentation_needed() {
     let mut dc = Dc::new();
     let (a, b) = (dc.a, dc.b);
-    let big = eth(
-        b.mac,
-        a.mac,
-        EtherType::IPV4,
-        &ipv4(
-            a.vip,
-            b.vip,
-            IpProtocol::ICMP,
-            64,
-            true,
-            &echo(1, 1481 - 28),
-        ),
-    );
-    let (v, out) = from_vm(&mut dc.h1, a.port, &big);
+    let df_ping = |len: usize| {
+        let ip = ipv4(a.vip, b.vip, IpProtocol::ICMP, 64, true, &echo(1, len - 28));
+        eth(b.mac, a.mac, EtherType::IPV4, &ip)
+    };
+    let (v, out) = from_vm(&mut dc.h1, a.port, &df_ping(1481));
     assert_eq!(v, Verdict::Reply);
     let (_, _, ty, code, body) = icmp_of(&out);
     assert_eq!((ty, code), (3, 4));
     assert_eq!(u16::from_be_bytes([body[6], body[7]]), 1480);
     assert!(out.len() - 14 <= 576);
-    let fits = eth(
-        b.mac,
-        a.mac,
-        EtherType::IPV4,
-        &ipv4(
-            a.vip,
-            b.vip,
-            IpProtocol::ICMP,
-            64,
-            true,
-            &echo(1, 1480 - 28),
-        ),
-    );
-    let (v, six) = from_vm(&mut dc.h1, a.port, &fits);
+    let (v, six) = from_vm(&mut dc.h1, a.port, &df_ping(1480));
     assert_eq!(v, Verdict::ToSubstrate);
     assert_eq!(six.len(), 1500);
 }
