@@ -22,8 +22,9 @@ locator, the tenant's 24-bit network id and the VM's IPv4 address:
 
   | locator: 72 bits | network id: 24 bits | IPv4 address: 32 bits |
 
-Only the translator is available so far; the manager, the per-host agent, the edges and
-the lab come later.
+Available: `canopy manager` (the control plane: REST API, SQLite or PostgreSQL) and
+`canopy translate` (the substrate encoding over capture files). The per-host agent, the
+edges and the lab come later.
 
 Logs go to stderr: -v for info, -vv for debug (each dropped packet), -vvv for trace, or
 set RUST_LOG (e.g. RUST_LOG=canopy=debug), which takes precedence.";
@@ -40,6 +41,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane: tenants, networks, subnets, hosts, nodes, edge pools, address
+    /// resolution for authorised agents and edges, and watch streams that push to them.
+    ///
+    /// With no flags it serves on 127.0.0.1:7450 with a SQLite file `canopy.db` in the
+    /// working directory, and prints where; `--database postgres://...` lets several
+    /// replicas share one PostgreSQL. The OpenAPI document is at /openapi.json.
+    ///
+    /// Example: canopy manager --listen 127.0.0.1:7450 --database sqlite:/var/lib/canopy/canopy.db --admin-token s3cret
+    Manager(manager::ManagerArgs),
     Translate(translate::TranslateArgs),
 }
 
@@ -48,8 +58,29 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // Daemons say what they do at info by default; tools stay quiet unless asked.
+    let daemon = matches!(cli.command, Command::Manager(_));
+    init_logging(cli.verbose + daemon as u8);
     match cli.command {
+        Command::Manager(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("canopy: error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(manager::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("canopy manager: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Translate(args) => match translate::run(args) {
             Ok(summary) => {
                 eprint!("{}", summary.render());

@@ -1,0 +1,344 @@
+//! The REST API: routes, the OpenAPI document, and helpers shared by the handlers.
+
+mod edges;
+mod hosts;
+mod networks;
+mod nodes;
+mod resolve;
+mod routes;
+mod tenants;
+pub mod watch;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::addr::{Cidr, CidrError};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::MAX_BODY;
+use crate::types::*;
+use crate::AppState;
+
+/// The OpenAPI 3 document of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Canopy manager API",
+        description = "Control plane of the Canopy virtual network: tenants, networks, subnets, hosts, nodes, edge pools, edges, routes and address resolution. Every error is JSON {code, message, field}. Objects of other tenants answer 404."
+    ),
+    paths(
+        healthz,
+        tenants::create_tenant,
+        tenants::list_tenants,
+        tenants::get_tenant,
+        tenants::delete_tenant,
+        tenants::create_token,
+        tenants::list_tokens,
+        tenants::delete_token,
+        networks::create_network,
+        networks::list_networks,
+        networks::get_network,
+        networks::delete_network,
+        networks::create_subnet,
+        networks::list_subnets,
+        networks::get_subnet,
+        networks::delete_subnet,
+        hosts::create_host,
+        hosts::list_hosts,
+        hosts::get_host,
+        hosts::delete_host,
+        nodes::create_node,
+        nodes::list_nodes,
+        nodes::get_node,
+        nodes::delete_node,
+        edges::create_pool,
+        edges::list_pools,
+        edges::get_pool,
+        edges::delete_pool,
+        edges::create_edge,
+        edges::list_edges,
+        edges::get_edge,
+        edges::update_edge,
+        edges::delete_edge,
+        edges::report_edge,
+        routes::create_route,
+        routes::list_routes,
+        routes::get_route,
+        routes::delete_route,
+        resolve::resolve,
+        resolve::stats,
+        watch::watch,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health"), (name = "tenants"), (name = "networks"), (name = "subnets"),
+        (name = "hosts"), (name = "nodes"), (name = "edge-pools"), (name = "edges"),
+        (name = "routes"), (name = "resolve"), (name = "watch")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The whole HTTP API over `state`.
+pub fn router(state: AppState) -> Router {
+    let doc = openapi_json();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/openapi.json",
+            get(move || async move { ([("content-type", "application/json")], doc) }),
+        )
+        .route(
+            "/v1/tenants",
+            get(tenants::list_tenants).post(tenants::create_tenant),
+        )
+        .route(
+            "/v1/tenants/{id}",
+            get(tenants::get_tenant).delete(tenants::delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens",
+            get(tenants::list_tokens).post(tenants::create_token),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens/{token_id}",
+            axum::routing::delete(tenants::delete_token),
+        )
+        .route(
+            "/v1/networks",
+            get(networks::list_networks).post(networks::create_network),
+        )
+        .route(
+            "/v1/networks/{id}",
+            get(networks::get_network).delete(networks::delete_network),
+        )
+        .route(
+            "/v1/subnets",
+            get(networks::list_subnets).post(networks::create_subnet),
+        )
+        .route(
+            "/v1/subnets/{id}",
+            get(networks::get_subnet).delete(networks::delete_subnet),
+        )
+        .route("/v1/hosts", get(hosts::list_hosts).post(hosts::create_host))
+        .route(
+            "/v1/hosts/{id}",
+            get(hosts::get_host).delete(hosts::delete_host),
+        )
+        .route("/v1/nodes", get(nodes::list_nodes).post(nodes::create_node))
+        .route(
+            "/v1/nodes/{id}",
+            get(nodes::get_node).delete(nodes::delete_node),
+        )
+        .route(
+            "/v1/edge-pools",
+            get(edges::list_pools).post(edges::create_pool),
+        )
+        .route(
+            "/v1/edge-pools/{id}",
+            get(edges::get_pool).delete(edges::delete_pool),
+        )
+        .route("/v1/edges", get(edges::list_edges).post(edges::create_edge))
+        .route(
+            "/v1/edges/{id}",
+            get(edges::get_edge)
+                .patch(edges::update_edge)
+                .delete(edges::delete_edge),
+        )
+        .route("/v1/edges/{id}/report", post(edges::report_edge))
+        .route(
+            "/v1/routes",
+            get(routes::list_routes).post(routes::create_route),
+        )
+        .route(
+            "/v1/routes/{id}",
+            get(routes::get_route).delete(routes::delete_route),
+        )
+        .route("/v1/resolve", post(resolve::resolve))
+        .route("/v1/stats", get(resolve::stats))
+        .route("/v1/watch", get(watch::watch))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found(None, "route")
+}
+
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        code: "method_not_allowed".into(),
+        message: "method not allowed on this path".into(),
+        field: None,
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+/// Liveness and store reachability.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses(
+        (status = 200, description = "serving, store reachable", body = Health),
+        (status = 503, description = "store unreachable", body = ErrorBody),
+    ))]
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    match st.store.revision().await {
+        Ok(revision) => Json(Health {
+            status: "ok".into(),
+            revision,
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unreachable");
+            let body = ErrorBody {
+                code: "unavailable".into(),
+                message: "the store is not reachable".into(),
+                field: None,
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+/// Checks a name: 1..=64 characters of `[A-Za-z0-9._-]`.
+pub(crate) fn validate_name(field: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_name",
+            field,
+            format!("{field} must be 1..=64 characters of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+/// Parses an IPv4 CIDR, a 422 `invalid_cidr` naming `field` otherwise.
+pub(crate) fn parse_cidr(field: &str, s: &str) -> ApiResult<Cidr> {
+    s.parse::<Cidr>().map_err(|e| {
+        let msg = match &e {
+            CidrError::Syntax(_) | CidrError::HostBits { .. } => e.to_string(),
+        };
+        ApiError::invalid("invalid_cidr", field, msg)
+    })
+}
+
+/// Parses an IPv4 address, a 422 `invalid_ip` naming `field` otherwise.
+pub(crate) fn parse_ip(field: &str, s: &str) -> ApiResult<u32> {
+    s.parse::<std::net::Ipv4Addr>().map(u32::from).map_err(|_| {
+        ApiError::invalid("invalid_ip", field, format!("{s:?} is not an IPv4 address"))
+    })
+}
+
+/// A text column.
+pub(crate) fn s(row: &AnyRow, col: &str) -> Result<String, sqlx::Error> {
+    row.try_get(col)
+}
+
+/// A nullable text column.
+pub(crate) fn opt_s(row: &AnyRow, col: &str) -> Result<Option<String>, sqlx::Error> {
+    row.try_get(col)
+}
+
+/// An integer column.
+pub(crate) fn i(row: &AnyRow, col: &str) -> Result<i64, sqlx::Error> {
+    row.try_get(col)
+}
+
+/// A creation time column as RFC 3339.
+pub(crate) fn ts(row: &AnyRow) -> Result<String, sqlx::Error> {
+    Ok(crate::store::rfc3339(i(row, "created_at")?))
+}
+
+/// `StatusCode::CREATED` with a JSON body.
+pub(crate) type Created<T> = (StatusCode, Json<T>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
+        assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/healthz",
+            "/v1/tenants",
+            "/v1/tenants/{id}",
+            "/v1/tenants/{id}/tokens",
+            "/v1/tenants/{id}/tokens/{token_id}",
+            "/v1/networks",
+            "/v1/networks/{id}",
+            "/v1/subnets",
+            "/v1/subnets/{id}",
+            "/v1/hosts",
+            "/v1/hosts/{id}",
+            "/v1/nodes",
+            "/v1/nodes/{id}",
+            "/v1/edge-pools",
+            "/v1/edge-pools/{id}",
+            "/v1/edges",
+            "/v1/edges/{id}",
+            "/v1/edges/{id}/report",
+            "/v1/routes",
+            "/v1/routes/{id}",
+            "/v1/resolve",
+            "/v1/stats",
+            "/v1/watch",
+        ] {
+            assert!(paths.contains_key(p), "missing {p}");
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}

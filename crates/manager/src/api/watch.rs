@@ -1,0 +1,511 @@
+//! `GET /v1/watch`: NDJSON over HTTP, one [`WatchEvent`] per line, for agents and edges.
+//!
+//! Without `since` (or `since=0`, or a revision the store never reached) the stream starts
+//! with a snapshot of what the caller needs; with `since=<rev>` it resumes after that
+//! revision. Either way it continues with the changes of the store's change log, filtered to
+//! the caller's scope, until `timeout_secs` pass or the client goes away.
+//!
+//! Scope: an agent gets the networks in which its host has a node, an edge the networks
+//! with a route to its pool, the admin everything; plus, for all of them, the operator's
+//! infrastructure objects (hosts, edge pools, edges: locators and selection parameters,
+//! never credentials). Tenants and tokens are never sent.
+//!
+//! Consistency: the snapshot is tagged with the revision R read *before* it, and the
+//! increments replay every change after R; every event is idempotent (upsert by id,
+//! delete by id), so a client converges even where the snapshot already saw a later state.
+//! Writes are serialised by the revision row, so revisions become visible in order and
+//! polling `revision > cursor` misses none, also for writes made by another replica.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::ToSchema;
+
+use super::edges::{edge_from, pool_from, EDGE_COLS, POOL_COLS};
+use super::hosts::host_from;
+use super::networks::{network_from, subnet_from, NET_COLS, SUB_COLS};
+use super::nodes::{node_from, NODE_COLS};
+use super::routes::{route_from, ROUTE_COLS};
+use super::{i, opt_s, s};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiQuery;
+use crate::AppState;
+
+/// How often a stream looks for writes of other replicas.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often an idle stream sends a heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// Most change records read at once.
+const BATCH: i64 = 500;
+
+/// Query of `GET /v1/watch`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WatchQuery {
+    /// Resume after this revision (the last one the client applied); absent or 0: start
+    /// with a snapshot.
+    #[serde(default)]
+    #[param(minimum = 0)]
+    pub since: Option<u64>,
+    /// End the stream after this many seconds (1..=3600, default 300); clients reconnect
+    /// with `since`.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 3600)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// One line of a watch stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// A snapshot follows: drop all state; it is consistent with `revision` or later.
+    Snapshot {
+        /// Revision the snapshot starts from.
+        revision: i64,
+    },
+    /// An object to create or replace (by `kind` and `object.id`).
+    Upsert {
+        /// `host`, `edge_pool`, `edge`, `network`, `subnet`, `node` or `route`.
+        kind: String,
+        /// The object, as the REST API shows it.
+        #[schema(value_type = Object)]
+        object: Value,
+    },
+    /// The snapshot is complete.
+    Synced {
+        /// Same as the snapshot's.
+        revision: i64,
+    },
+    /// One change of the store.
+    Change {
+        /// Its revision; resume with `since` = the last one applied.
+        revision: i64,
+        /// Object kind.
+        kind: String,
+        /// `create`, `update` or `delete`.
+        op: String,
+        /// Object id.
+        object_id: String,
+        /// Network it belongs to, if any.
+        network_id: Option<String>,
+        /// The object after the change (before it, for a delete).
+        #[schema(value_type = Object)]
+        object: Value,
+    },
+    /// The network left the caller's scope: drop everything of it.
+    Forget {
+        /// Revision at which this was noticed.
+        revision: i64,
+        /// The network.
+        network_id: String,
+    },
+    /// Nothing happened for a while; the stream is alive at `revision`.
+    Heartbeat {
+        /// Last revision sent or known.
+        revision: i64,
+    },
+}
+
+/// Whose scope a stream has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Viewer {
+    All,
+    Host(String),
+    /// An edge (its id) of a pool.
+    Pool(String, String),
+}
+
+/// Stream the objects and changes the caller needs, as NDJSON.
+#[utoipa::path(get, path = "/v1/watch", tag = "watch", security(("bearer" = [])),
+    params(WatchQuery),
+    responses(
+        (status = 200, description = "an NDJSON stream: one WatchEvent per line", content_type = "application/x-ndjson", body = WatchEvent),
+        (status = 400, description = "bad query", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "caller is a tenant", body = ErrorBody),
+        (status = 422, description = "timeout_secs out of range", body = ErrorBody),
+    ))]
+pub async fn watch(
+    State(st): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<WatchQuery>,
+) -> ApiResult<Response> {
+    let viewer = match &p {
+        Principal::Admin => Viewer::All,
+        Principal::Agent(h) => Viewer::Host(h.clone()),
+        Principal::Edge { edge_id, pool_id } => Viewer::Pool(edge_id.clone(), pool_id.clone()),
+        Principal::Tenant(_) => return Err(ApiError::not_found(None, "resource")),
+    };
+    let timeout = q.timeout_secs.unwrap_or(300);
+    if !(1..=3600).contains(&timeout) {
+        return Err(ApiError::invalid(
+            "out_of_range",
+            "timeout_secs",
+            "timeout_secs must be 1..=3600",
+        ));
+    }
+    let since = i64::try_from(q.since.unwrap_or(0)).unwrap_or(i64::MAX);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(64);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    tracing::info!(principal = ?p, since, "watch stream opened");
+    tokio::spawn(async move {
+        let mut w = Watcher {
+            st,
+            viewer,
+            tx,
+            scope: BTreeSet::new(),
+        };
+        match w.run(since, deadline).await {
+            Ok(()) | Err(End::Closed) => {}
+            Err(End::Store(e)) => tracing::warn!(error = %e, "watch stream ended by a store error"),
+        }
+        tracing::debug!(principal = ?p, "watch stream closed");
+    });
+    Ok((
+        [
+            (CONTENT_TYPE, "application/x-ndjson"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+enum End {
+    /// The client went away.
+    Closed,
+    /// The store failed; the client reconnects with `since`.
+    Store(sqlx::Error),
+}
+
+impl From<sqlx::Error> for End {
+    fn from(e: sqlx::Error) -> Self {
+        End::Store(e)
+    }
+}
+
+struct Watcher {
+    st: AppState,
+    viewer: Viewer,
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    scope: BTreeSet<String>,
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Watcher {
+    async fn send(&self, ev: &WatchEvent) -> Result<(), End> {
+        let mut line = serde_json::to_vec(ev).map_err(|_| End::Closed)?;
+        line.push(b'\n');
+        self.tx
+            .send(Ok(Bytes::from(line)))
+            .await
+            .map_err(|_| End::Closed)
+    }
+
+    async fn upsert(&self, kind: &str, object: Value) -> Result<(), End> {
+        self.send(&WatchEvent::Upsert {
+            kind: kind.into(),
+            object,
+        })
+        .await
+    }
+
+    /// The networks the viewer may see now.
+    async fn compute_scope(&self) -> Result<BTreeSet<String>, sqlx::Error> {
+        let pool = self.st.store.pool();
+        let ids: Vec<String> = match &self.viewer {
+            Viewer::All => {
+                sqlx::query_scalar("SELECT id FROM networks")
+                    .fetch_all(pool)
+                    .await?
+            }
+            Viewer::Host(h) => {
+                sqlx::query_scalar("SELECT DISTINCT network_id FROM nodes WHERE host_id = $1")
+                    .bind(h)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Viewer::Pool(_, p) => {
+                sqlx::query_scalar("SELECT DISTINCT network_id FROM routes WHERE edge_pool_id = $1")
+                    .bind(p)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Whether the viewer's host or edge still exists (its credential dies with it).
+    async fn still_registered(&self) -> Result<bool, sqlx::Error> {
+        let (sql, id) = match &self.viewer {
+            Viewer::All => return Ok(true),
+            Viewer::Host(h) => ("SELECT id FROM hosts WHERE id = $1", h),
+            Viewer::Pool(e, _) => ("SELECT id FROM edges WHERE id = $1", e),
+        };
+        Ok(sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(self.st.store.pool())
+            .await?
+            .is_some())
+    }
+
+    /// Upserts of the operator's infrastructure objects.
+    async fn send_infrastructure(&self) -> Result<(), End> {
+        let pool = self.st.store.pool();
+        for row in sqlx::query("SELECT id, name, locator, created_at FROM hosts ORDER BY id")
+            .fetch_all(pool)
+            .await?
+        {
+            self.upsert("host", json(&host_from(&row)?)).await?;
+        }
+        for row in sqlx::query(&format!("SELECT {POOL_COLS} FROM edge_pools ORDER BY id"))
+            .fetch_all(pool)
+            .await?
+        {
+            self.upsert("edge_pool", json(&pool_from(&row)?)).await?;
+        }
+        for row in sqlx::query(&format!("SELECT {EDGE_COLS} FROM edges ORDER BY id"))
+            .fetch_all(pool)
+            .await?
+        {
+            self.upsert("edge", json(&edge_from(&row)?)).await?;
+        }
+        Ok(())
+    }
+
+    /// Upserts of one network and everything in it.
+    async fn send_network(&self, id: &str) -> Result<(), End> {
+        let pool = self.st.store.pool();
+        let Some(row) = sqlx::query(&format!("SELECT {NET_COLS} FROM networks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        else {
+            return Ok(());
+        };
+        self.upsert("network", json(&network_from(&row)?)).await?;
+        for row in sqlx::query(&format!(
+            "SELECT {SUB_COLS} FROM subnets s JOIN networks n ON n.id = s.network_id \
+             WHERE s.network_id = $1 ORDER BY s.id"
+        ))
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("subnet", json(&subnet_from(&row)?)).await?;
+        }
+        for row in sqlx::query(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE network_id = $1 ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("node", json(&node_from(&row)?)).await?;
+        }
+        for row in sqlx::query(&format!(
+            "SELECT {ROUTE_COLS} FROM routes WHERE network_id = $1 ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("route", json(&route_from(&row)?)).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the scope up to date: new networks are sent whole, lost ones forgotten.
+    async fn rescope(&mut self, revision: i64) -> Result<(), End> {
+        if !self.still_registered().await? {
+            tracing::info!(viewer = ?self.viewer, "watch stream ended: host or edge removed");
+            return Err(End::Closed);
+        }
+        let now = self.compute_scope().await?;
+        let entered: Vec<String> = now.difference(&self.scope).cloned().collect();
+        let left: Vec<String> = self.scope.difference(&now).cloned().collect();
+        self.scope = now;
+        for n in entered {
+            self.send_network(&n).await?;
+        }
+        for n in left {
+            self.send(&WatchEvent::Forget {
+                revision,
+                network_id: n,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn relevant(&self, kind: &str, network_id: Option<&str>) -> bool {
+        match kind {
+            "host" | "edge" | "edge_pool" => true,
+            "tenant" | "token" => self.viewer == Viewer::All,
+            _ => match network_id {
+                Some(n) => self.viewer == Viewer::All || self.scope.contains(n),
+                None => self.viewer == Viewer::All,
+            },
+        }
+    }
+
+    /// Networks that had a scope-defining change (a node placed on the viewer's host, a
+    /// route to the viewer's pool) after `since`: a resuming client may lack their
+    /// earlier objects, so they are sent whole.
+    async fn touched_since(&self, since: i64) -> Result<HashSet<String>, sqlx::Error> {
+        let kind = match &self.viewer {
+            Viewer::All => return Ok(HashSet::new()),
+            Viewer::Host(_) => "node",
+            Viewer::Pool(..) => "route",
+        };
+        let rows = sqlx::query(
+            "SELECT network_id, body FROM changes WHERE revision > $1 AND kind = $2 AND op = 'create'",
+        )
+        .bind(since)
+        .bind(kind)
+        .fetch_all(self.st.store.pool())
+        .await?;
+        let mut out = HashSet::new();
+        for r in rows {
+            let body: Value = serde_json::from_str(&s(&r, "body")?).unwrap_or(Value::Null);
+            let mine = match &self.viewer {
+                Viewer::Host(h) => body["host_id"].as_str() == Some(h.as_str()),
+                Viewer::Pool(_, p) => body["edge_pool_id"].as_str() == Some(p.as_str()),
+                Viewer::All => false,
+            };
+            if let (true, Some(n)) = (mine, opt_s(&r, "network_id")?) {
+                out.insert(n);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn run(&mut self, since: i64, deadline: Instant) -> Result<(), End> {
+        let mut wake = self.st.store.subscribe();
+        let mut stopping = self.st.stopping.subscribe();
+        if *stopping.borrow_and_update() {
+            return Ok(());
+        }
+        let current = self.st.store.revision().await?;
+        let mut cursor;
+        if since <= 0 || since > current {
+            // Snapshot from the revision read before it; the replay below makes it exact.
+            cursor = current;
+            self.send(&WatchEvent::Snapshot { revision: cursor })
+                .await?;
+            self.send_infrastructure().await?;
+            self.scope = self.compute_scope().await?;
+            for n in self.scope.clone() {
+                self.send_network(&n).await?;
+            }
+            self.send(&WatchEvent::Synced { revision: cursor }).await?;
+        } else {
+            cursor = since;
+            self.scope = self.compute_scope().await?;
+            for n in self.touched_since(since).await? {
+                if self.scope.contains(&n) {
+                    self.send_network(&n).await?;
+                }
+            }
+            // Networks the client may still hold but that are out of scope now: a node
+            // or route of the viewer's was deleted after `since`.
+            let gone: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT network_id FROM changes WHERE revision > $1 AND op = 'delete' \
+                 AND kind IN ('node', 'route', 'network') AND network_id IS NOT NULL",
+            )
+            .bind(since)
+            .fetch_all(self.st.store.pool())
+            .await?;
+            for n in gone {
+                if !self.scope.contains(&n) && self.viewer != Viewer::All {
+                    self.send(&WatchEvent::Forget {
+                        revision: current,
+                        network_id: n,
+                    })
+                    .await?;
+                }
+            }
+        }
+        let mut last_sent = Instant::now();
+        loop {
+            let rows = sqlx::query(
+                "SELECT revision, kind, op, object_id, network_id, body FROM changes \
+                 WHERE revision > $1 ORDER BY revision, seq LIMIT $2",
+            )
+            .bind(cursor)
+            .bind(BATCH)
+            .fetch_all(self.st.store.pool())
+            .await?;
+            if !rows.is_empty() {
+                // A batch may be cut inside a revision: only go up to the last complete one.
+                let last_rev = i(rows.last().expect("non-empty"), "revision")?;
+                let complete = if rows.len() as i64 == BATCH {
+                    rows.iter()
+                        .map(|r| i(r, "revision"))
+                        .collect::<Result<Vec<_>, _>>()?
+                        .into_iter()
+                        .filter(|r| *r < last_rev)
+                        .max()
+                        .unwrap_or(last_rev)
+                } else {
+                    last_rev
+                };
+                self.rescope(complete).await?;
+                for r in &rows {
+                    let revision = i(r, "revision")?;
+                    if revision > complete {
+                        break;
+                    }
+                    let kind = s(r, "kind")?;
+                    let network_id = opt_s(r, "network_id")?;
+                    if !self.relevant(&kind, network_id.as_deref()) {
+                        continue;
+                    }
+                    let object = serde_json::from_str(&s(r, "body")?).unwrap_or(Value::Null);
+                    self.send(&WatchEvent::Change {
+                        revision,
+                        kind,
+                        op: s(r, "op")?,
+                        object_id: s(r, "object_id")?,
+                        network_id,
+                        object,
+                    })
+                    .await?;
+                }
+                cursor = complete;
+                last_sent = Instant::now();
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Ok(());
+            }
+            let beat = last_sent + HEARTBEAT_INTERVAL;
+            tokio::select! {
+                _ = wake.changed() => {}
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+                () = self.tx.closed() => return Err(End::Closed),
+                _ = stopping.changed() => return Ok(()),
+            }
+            if Instant::now() >= beat {
+                self.send(&WatchEvent::Heartbeat { revision: cursor })
+                    .await?;
+                last_sent = Instant::now();
+            }
+        }
+    }
+}

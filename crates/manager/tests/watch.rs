@@ -1,0 +1,363 @@
+//! Watch streams: scoped snapshot, increments, scope changes, resume, second replica.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{each_backend, sv, Server, ADMIN};
+use serde_json::{json, Value};
+
+/// An open NDJSON watch stream.
+struct Watch {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    async fn open(s: &Server, token: &str, query: &str) -> Watch {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/v1/watch{query}", s.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "application/x-ndjson"
+        );
+        Watch {
+            resp,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(k) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=k).collect();
+                return Some(serde_json::from_slice(&line).expect("a JSON line"));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("stream read");
+            match chunk {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None => return None,
+            }
+        }
+    }
+
+    /// Events up to and including the first that satisfies `stop`.
+    async fn until(&mut self, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.next().await.expect("stream ended early");
+            let done = stop(&ev);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+fn upserted(evs: &[Value], kind: &str) -> Vec<String> {
+    let mut v: Vec<String> = evs
+        .iter()
+        .filter(|e| e["type"] == "upsert" && e["kind"] == kind)
+        .map(|e| sv(&e["object"], "id"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn is_change(kind: &'static str, id: String) -> impl Fn(&Value) -> bool {
+    move |e: &Value| e["type"] == "change" && e["kind"] == kind && e["object_id"] == id.as_str()
+}
+
+/// Tenant A: networks N1 and N2 (one subnet each); tenant B: N3. Hosts h1, h2.
+/// Node a1 in N1 on h1; b1 in N2 on h2; c1 in N3 on h2.
+struct World {
+    ta: String,
+    h1: Value,
+    h2: Value,
+    n1: String,
+    n2: String,
+    sub1: String,
+    sub2: String,
+    sub3: String,
+    a1: String,
+}
+
+async fn world(s: &Server) -> World {
+    let (_a, ta) = s.tenant("a").await;
+    let (_b, tb) = s.tenant("b").await;
+    let h1 = s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await;
+    let h2 = s.create("/v1/hosts", ADMIN, json!({"name": "h2"})).await;
+    let mut nets = Vec::new();
+    for (tok, name) in [(&ta, "n1"), (&ta, "n2"), (&tb, "n3")] {
+        let n = sv(
+            &s.create(
+                "/v1/networks",
+                tok,
+                json!({"name": name, "cidr": "10.0.0.0/16"}),
+            )
+            .await,
+            "id",
+        );
+        let sub = sv(
+            &s.create(
+                "/v1/subnets",
+                tok,
+                json!({"network_id": n, "name": "s", "cidr": "10.0.0.0/24"}),
+            )
+            .await,
+            "id",
+        );
+        nets.push((n, sub));
+    }
+    let a1 = sv(
+        &s.create(
+            "/v1/nodes",
+            &ta,
+            json!({"subnet_id": nets[0].1, "name": "a1", "host_id": sv(&h1, "id")}),
+        )
+        .await,
+        "id",
+    );
+    s.create(
+        "/v1/nodes",
+        &ta,
+        json!({"subnet_id": nets[1].1, "name": "b1", "host_id": sv(&h2, "id")}),
+    )
+    .await;
+    s.create(
+        "/v1/nodes",
+        &tb,
+        json!({"subnet_id": nets[2].1, "name": "c1", "host_id": sv(&h2, "id")}),
+    )
+    .await;
+    World {
+        ta,
+        h1,
+        h2,
+        n1: nets[0].0.clone(),
+        n2: nets[1].0.clone(),
+        sub1: nets[0].1.clone(),
+        sub2: nets[1].1.clone(),
+        sub3: nets[2].1.clone(),
+        a1,
+    }
+}
+
+#[tokio::test]
+async fn watch_snapshot_is_scoped_then_increments_follow() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let w = world(&s).await;
+        let rev = s.store.revision().await.unwrap();
+        let mut st = Watch::open(&s, &sv(&w.h1, "credential"), "").await;
+        let snap = st.until(|e| e["type"] == "synced").await;
+        assert_eq!(snap[0], json!({"type": "snapshot", "revision": rev}));
+        assert_eq!(snap.last().unwrap()["revision"], rev);
+        // Only N1 (where h1 has a node), its subnet and node; all hosts; no tenants.
+        assert_eq!(upserted(&snap, "network"), vec![w.n1.clone()]);
+        assert_eq!(upserted(&snap, "subnet"), vec![w.sub1.clone()]);
+        assert_eq!(upserted(&snap, "node"), vec![w.a1.clone()]);
+        assert_eq!(upserted(&snap, "host").len(), 2);
+        assert!(snap
+            .iter()
+            .all(|e| e["kind"] != "tenant" && e["kind"] != "token"));
+        assert!(!serde_json::to_string(&snap).unwrap().contains("cnpa_"));
+
+        // A new node in N1 (on another host) is pushed.
+        let a2 = sv(
+            &s.create(
+                "/v1/nodes",
+                &w.ta,
+                json!({"subnet_id": w.sub1, "name": "a2", "host_id": sv(&w.h2, "id")}),
+            )
+            .await,
+            "id",
+        );
+        let evs = st.until(is_change("node", a2.clone())).await;
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        assert_eq!(evs[0]["op"], "create");
+        assert_eq!(evs[0]["network_id"], w.n1.as_str());
+        assert!(evs[0]["revision"].as_i64().unwrap() > rev);
+
+        // A node in N2 on h2 is not; a host (infrastructure) is, and fences the check.
+        s.create(
+            "/v1/nodes",
+            &w.ta,
+            json!({"subnet_id": w.sub2, "name": "b2", "host_id": sv(&w.h2, "id")}),
+        )
+        .await;
+        s.create(
+            "/v1/nodes",
+            ADMIN,
+            json!({"subnet_id": w.sub3, "name": "c2", "host_id": sv(&w.h2, "id")}),
+        )
+        .await;
+        let h3 = sv(
+            &s.create("/v1/hosts", ADMIN, json!({"name": "h3"})).await,
+            "id",
+        );
+        let evs = st.until(is_change("host", h3)).await;
+        assert_eq!(evs.len(), 1, "{evs:?}");
+
+        // A node of N2 placed on h1 brings N2 into scope: it arrives whole.
+        let b3 = sv(
+            &s.create(
+                "/v1/nodes",
+                &w.ta,
+                json!({"subnet_id": w.sub2, "name": "b3", "host_id": sv(&w.h1, "id")}),
+            )
+            .await,
+            "id",
+        );
+        let evs = st.until(is_change("node", b3.clone())).await;
+        assert_eq!(upserted(&evs, "network"), vec![w.n2.clone()]);
+        assert_eq!(upserted(&evs, "subnet"), vec![w.sub2.clone()]);
+        assert_eq!(upserted(&evs, "node").len(), 3, "b1, b2, b3: {evs:?}");
+
+        // Removing it takes N2 out of scope again.
+        assert_eq!(s.delete(&format!("/v1/nodes/{b3}"), &w.ta).await, 204);
+        let evs = st.until(|e| e["type"] == "forget").await;
+        assert_eq!(evs.last().unwrap()["network_id"], w.n2.as_str());
+        drop(st);
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watch_resumes_from_a_revision() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let w = world(&s).await;
+        let agent = sv(&w.h1, "credential");
+        let mut st = Watch::open(&s, &agent, "").await;
+        let snap = st.until(|e| e["type"] == "synced").await;
+        let r = snap.last().unwrap()["revision"].as_i64().unwrap();
+        drop(st);
+        // While away: a node in N1, a node of N2 on h1 (N2 enters scope), noise elsewhere.
+        let a2 = sv(
+            &s.create(
+                "/v1/nodes",
+                &w.ta,
+                json!({"subnet_id": w.sub1, "name": "a2", "host_id": sv(&w.h2, "id")}),
+            )
+            .await,
+            "id",
+        );
+        s.create(
+            "/v1/nodes",
+            ADMIN,
+            json!({"subnet_id": w.sub3, "name": "c2", "host_id": sv(&w.h2, "id")}),
+        )
+        .await;
+        let b3 = sv(
+            &s.create(
+                "/v1/nodes",
+                &w.ta,
+                json!({"subnet_id": w.sub2, "name": "b3", "host_id": sv(&w.h1, "id")}),
+            )
+            .await,
+            "id",
+        );
+        let mut st = Watch::open(&s, &agent, &format!("?since={r}")).await;
+        let evs = st.until(is_change("node", b3.clone())).await;
+        assert!(evs.iter().all(|e| e["type"] != "snapshot"), "{evs:?}");
+        // N2 is sent whole (the client never had it) and the N1 change is replayed.
+        assert_eq!(upserted(&evs, "network"), vec![w.n2.clone()]);
+        assert!(evs.iter().any(is_change("node", a2.clone())));
+        assert!(evs
+            .iter()
+            .all(|e| e["type"] == "upsert" || e["network_id"] != json!(null)));
+        assert!(evs.iter().all(|e| e["object"]["name"] != "c2"), "{evs:?}");
+        let last = evs.last().unwrap()["revision"].as_i64().unwrap();
+        drop(st);
+        // Resuming at the head sends nothing but what comes next.
+        let mut st = Watch::open(&s, &agent, &format!("?since={last}")).await;
+        let h9 = sv(
+            &s.create("/v1/hosts", ADMIN, json!({"name": "h9"})).await,
+            "id",
+        );
+        let evs = st.until(is_change("host", h9)).await;
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        drop(st);
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn edge_watch_is_scoped_to_its_pool_and_ends_on_timeout_or_removal() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let w = world(&s).await;
+        let pool = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "p", "nat": false})).await, "id");
+        let edge = s.create("/v1/edges", ADMIN, json!({"pool_id": pool, "name": "e"})).await;
+        let route = sv(
+            &s.create("/v1/routes", &w.ta, json!({"network_id": w.n2, "destination": "0.0.0.0/0", "target": "edge_pool", "edge_pool_id": pool}))
+                .await,
+            "id",
+        );
+        let mut st = Watch::open(&s, &sv(&edge, "credential"), "?timeout_secs=1").await;
+        let snap = st.until(|e| e["type"] == "synced").await;
+        assert_eq!(upserted(&snap, "network"), vec![w.n2.clone()]);
+        assert_eq!(upserted(&snap, "route"), vec![route]);
+        assert_eq!(upserted(&snap, "edge").len(), 1);
+        assert_eq!(upserted(&snap, "edge_pool"), vec![pool]);
+        // The stream ends by itself after timeout_secs.
+        let t0 = std::time::Instant::now();
+        assert_eq!(st.next().await, None);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        // Removing the edge (and so its credential) ends its stream.
+        let mut st = Watch::open(&s, &sv(&edge, "credential"), "").await;
+        st.until(|e| e["type"] == "synced").await;
+        assert_eq!(s.delete(&format!("/v1/routes/{}", upserted(&snap, "route")[0]), &w.ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/edges/{}", sv(&edge, "id")), ADMIN).await, 204);
+        let mut rest = Vec::new();
+        while let Some(ev) = st.next().await {
+            rest.push(ev);
+        }
+        assert!(rest.iter().all(|e| e["type"] != "heartbeat"), "{rest:?}");
+                // Tenants may not watch; bad parameters are named.
+        assert_eq!(s.get("/v1/watch", &w.ta).await.0, 404);
+        common::assert_error(&s.get("/v1/watch?timeout_secs=0", ADMIN).await, 422, "out_of_range", Some("timeout_secs"));
+        assert_eq!(s.get("/v1/watch?since=-1", ADMIN).await.1["code"], "invalid_query");
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn second_replica_sees_writes_of_the_first() {
+    each_backend(|db| async move {
+        let s1 = Server::start(&db).await;
+        let s2 = Server::start(&db).await;
+        let mut st = Watch::open(&s2, ADMIN, "").await;
+        st.until(|e| e["type"] == "synced").await;
+        let t = s1
+            .create("/v1/tenants", ADMIN, json!({"name": "via-replica-1"}))
+            .await;
+        let evs = st.until(is_change("tenant", sv(&t, "id"))).await;
+        assert_eq!(evs.len(), 1);
+        // And the data written through one replica is served by the other.
+        assert_eq!(
+            s2.get(&format!("/v1/tenants/{}", sv(&t, "id")), ADMIN)
+                .await
+                .0,
+            200
+        );
+        drop(st);
+        s2.stop().await;
+        s1.stop().await;
+    })
+    .await;
+}
