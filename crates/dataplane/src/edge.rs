@@ -352,7 +352,14 @@ impl Edge {
             Err(e) => return EdgeVerdict::Drop(siit::wire_err(e)),
         };
         let dport = ports(&ip).map(|(_, d)| d);
-        let Some(owner) = self.owner_of(ip.dst(), dport) else {
+        // An ICMP error about one of our flows is addressed to the public address and
+        // quotes the packet as it left: its owner is the quoted source (and port).
+        let quoted = crate::quote::quote(pkt.as_slice()).filter(|q| q.src == ip.dst());
+        let owner = match quoted {
+            Some(q) => self.owner_of(q.src, q.src_port),
+            None => self.owner_of(ip.dst(), dport),
+        };
+        let Some(owner) = owner else {
             return EdgeVerdict::Drop(DropReason::UnsolicitedInbound);
         };
         if !self.acl_allows(Direction::Ingress, owner.network, &ip) {
@@ -361,6 +368,11 @@ impl Edge {
         let len = ip.total_len() as usize;
         pkt.truncate(len);
         rewrite_addr(pkt.as_mut_slice(), false, owner.vip);
+        if quoted.is_some() {
+            if let Err(r) = crate::quote::rewrite_quote(pkt.as_mut_slice(), Some(owner.vip), None) {
+                return EdgeVerdict::Drop(r);
+            }
+        }
         let map = EncodeMap {
             network: owner.network,
             src: self.locator,

@@ -13,6 +13,7 @@ pub mod drops;
 pub mod edge;
 pub mod nat;
 pub mod pool;
+pub mod quote;
 pub mod rules;
 pub mod siit;
 pub mod time;

@@ -1171,6 +1171,17 @@ impl Agent {
         partial: bool,
         now: Instant,
     ) -> Result<(), DropReason> {
+        // An ICMP error about a flow: the quoted packet left with the public port.
+        if let Some(q) = crate::quote::quote(ip) {
+            let (Some(public), Some(remote_port)) = (q.src_port, q.dst_port) else {
+                return Err(DropReason::NatNoFlow);
+            };
+            let own = self
+                .nat
+                .inbound(network, vip, q.proto, public, (q.dst, remote_port), now)
+                .ok_or(DropReason::NatNoFlow)?;
+            return crate::quote::rewrite_quote(ip, None, Some(own));
+        }
         let p = Ipv4Packet::new_unchecked(&*ip);
         let (src, proto, hl, first) = (
             p.src(),

@@ -1458,3 +1458,70 @@ fn edge_acls_apply_both_ways_and_edges_report_load() {
     assert_eq!(r.bytes_per_sec, e.stats().inbound_bytes);
     assert!(r.load > 0.0 && r.load <= 1.0);
 }
+
+/// A router on the internet answering the packet `out` (as it left the edge) with
+/// "fragmentation needed", quoting all of it.
+fn frag_needed_for(out: &[u8]) -> Vec<u8> {
+    let mut m = vec![3, 4, 0, 0, 0, 0, 0x05, 0x00]; // MTU 1280
+    m.extend_from_slice(out);
+    let c = checksum::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let to = Ipv4Packet::new_checked(out).unwrap().src();
+    ipv4(ip("198.51.100.1"), to, IpProtocol::ICMP, 60, false, &m)
+}
+
+/// The ICMP error a node receives: type, code, and the quoted packet's source, source
+/// port, with every checksum (the error's, the quoted header's) checked.
+fn quoted_of(frame: &[u8]) -> (u8, u8, Ipv4Addr, u16) {
+    let (_, _, ty, code, body) = icmp_of(frame);
+    let inner = Ipv4Packet::new_checked(&body[8..]).unwrap();
+    assert!(inner.verify_checksum(), "quoted header checksum");
+    let (src, sport, _, _, ok) = tcp_of(&body[8..]);
+    assert!(ok, "quoted TCP checksum");
+    (ty, code, src, sport)
+}
+
+#[test]
+fn icmp_errors_for_nated_flows_reach_the_node_with_its_own_address_and_port() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    let seg = eth(
+        router(),
+        a.mac,
+        EtherType::IPV4,
+        &tcp_seg(a.vip, ip(SERVER), 40000, 80, 0x10),
+    );
+    let (_, six) = from_vm(&mut net_.dc.h1, a.port, &seg);
+    let (_, out) = through_edge(net_.edge_for(&six), &six);
+    let err = frag_needed_for(&out);
+    let (v, six) = from_outside(&mut net_.edges[1], &err);
+    assert_eq!(v, EdgeVerdict::ToSubstrate, "owned through the quoted port");
+    let (v, frame) = from_substrate(&mut net_.dc.h1, &six);
+    assert_eq!(v, Verdict::ToPort(a.port));
+    assert_eq!(quoted_of(&frame), (3, 4, a.vip, 40000));
+    // An error quoting a port of the block that no flow uses is not delivered.
+    let mut stray = out.clone();
+    stray[20..22].copy_from_slice(&2000u16.to_be_bytes());
+    let (v, six) = from_outside(&mut net_.edges[0], &frag_needed_for(&stray));
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    assert_eq!(
+        from_substrate(&mut net_.dc.h1, &six).0,
+        Verdict::Drop(DropReason::NatNoFlow)
+    );
+
+    // Elastic IP: the quoted source goes back from the public address to the node's.
+    let b = net_.dc.b;
+    let seg = eth(
+        router(),
+        b.mac,
+        EtherType::IPV4,
+        &tcp_seg(b.vip, ip(SERVER), 22, 5555, 0x10),
+    );
+    let (_, six) = from_vm(&mut net_.dc.h2, b.port, &seg);
+    let (_, out) = through_edge(net_.edge_for(&six), &six);
+    let (v, six) = from_outside(&mut net_.edges[0], &frag_needed_for(&out));
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut net_.dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(b.port));
+    assert_eq!(quoted_of(&frame), (3, 4, b.vip, 22));
+}
