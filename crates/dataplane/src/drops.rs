@@ -122,8 +122,6 @@ drop_reasons! {
     RouteTargetUnavailable = "route_target_unavailable",
     /// DF set and larger than the virtual MTU ("fragmentation needed" sent back).
     FragmentationNeeded = "fragmentation_needed",
-    /// Larger than the virtual MTU without DF: the agent does not fragment.
-    FragmentationUnsupported = "fragmentation_unsupported",
     /// Waiting for a mapping from the manager and the hold queue is full.
     HoldQueueFull = "hold_queue_full",
     /// Held for a mapping that never came.

@@ -86,6 +86,30 @@ impl HoldQueue {
         }
     }
 
+    /// Slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.iter().filter(|s| s.state == State::Free).count()
+    }
+
+    /// Queues a packet that may go at once (a fragment the agent cut); false when no slot
+    /// is free or it is larger than a slot.
+    pub fn push_ready(&mut self, origin: Origin, bytes: &[u8], now: Instant) -> bool {
+        let Some(s) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == State::Free && s.data.len() >= bytes.len())
+        else {
+            return false;
+        };
+        s.data[..bytes.len()].copy_from_slice(bytes);
+        s.len = bytes.len();
+        s.key = (NetworkId::new(0).unwrap(), Ipv4Addr::UNSPECIFIED);
+        s.origin = origin;
+        s.since = now;
+        s.state = State::Ready;
+        true
+    }
+
     /// Copies out the oldest ready packet.
     pub fn take_ready(&mut self, out: &mut [u8]) -> Option<(Origin, usize)> {
         let s = self

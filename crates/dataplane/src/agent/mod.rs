@@ -39,7 +39,7 @@ use hold::{HoldQueue, Origin};
 use model::{Ipv4Cidr, Locator, NetworkId};
 use std::collections::VecDeque;
 use wire::ethernet::{self, EtherType, EthernetFrame, MacAddr};
-use wire::ipv4::Ipv4Packet;
+use wire::ipv4::{self, Ipv4Packet};
 use wire::ipv6::Ipv6Packet;
 use wire::virtio::VirtioNetHdr;
 use wire::IpProtocol;
@@ -746,7 +746,7 @@ impl Agent {
         if dst_mac.is_multicast() {
             return Verdict::Drop(DropReason::Multicast);
         }
-        let (ttl, dont_frag) = (ip.ttl(), ip.dont_frag());
+        let (ttl, dont_frag, fragment) = (ip.ttl(), ip.dont_frag(), ip.is_fragment());
         // Drop link padding: from here on the packet ends where IPv4 says.
         pkt.truncate(ethernet::HEADER_LEN + total as usize);
         let Some(net) = self.networks.get(&node.network) else {
@@ -764,14 +764,21 @@ impl Agent {
             return icmp::error(self, node, pkt, icmp::TIME_EXCEEDED, 0, 0);
         }
         let gso = vnet.as_deref().is_some_and(|v| v.is_gso());
-        if total > self.cfg.virtual_mtu() && !gso {
+        // A fragment travels with an 8-byte fragment header on the substrate.
+        let limit = self.cfg.virtual_mtu() - if fragment { 8 } else { 0 };
+        if total > limit && !gso {
             if dont_frag {
                 let mtu = self.cfg.virtual_mtu();
                 let v = icmp::error(self, node, pkt, icmp::DEST_UNREACHABLE, 4, mtu);
                 self.stats.drops.inc(DropReason::FragmentationNeeded);
                 return v;
             }
-            return Verdict::Drop(DropReason::FragmentationUnsupported);
+            // Too big without DF: fragment as a router would. The first fragment goes on
+            // now; the others wait as ready packets for the daemon to feed back in.
+            if let Err(r) = self.fragment(port, pkt, now) {
+                return Verdict::Drop(r);
+            }
+            return self.vm_ipv4(port, node, dst_mac, pkt, vnet, now);
         }
         match route {
             Some(RouteTarget::Local) => {}
@@ -1146,6 +1153,71 @@ impl Agent {
             Ok(()) => Verdict::ToSubstrate,
             Err(r) => Verdict::Drop(r),
         }
+    }
+
+    /// Cuts the IPv4 packet of the frame in `pkt` (larger than the virtual MTU, DF clear)
+    /// into fragments that fit (RFC 791): the frame becomes the first fragment, the others
+    /// are queued as ready frames of the same port. Options are not repeated in the later
+    /// fragments (the substrate drops them anyway).
+    fn fragment(
+        &mut self,
+        port: PortId,
+        pkt: &mut PacketBuf<'_>,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        // Every piece carries a fragment header on the substrate: 8 bytes less room.
+        let mtu = self.cfg.virtual_mtu() as usize - 8;
+        let frame = pkt.as_slice();
+        let ip = Ipv4Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+        let (hl, total) = (ip.header_len(), ip.total_len() as usize);
+        let base = ip.frag_offset() as usize * 8;
+        let more = ip.more_frags();
+        let payload = &frame[ethernet::HEADER_LEN + hl..ethernet::HEADER_LEN + total];
+        let first = (mtu - hl) / 8 * 8;
+        let step = (mtu - ipv4::HEADER_LEN) / 8 * 8;
+        let rest = payload.len() - first;
+        if self.hold.free_slots() < rest.div_ceil(step) {
+            return Err(DropReason::HoldQueueFull);
+        }
+        let hdr = crate::siit::V4Header {
+            tos: ip.tos(),
+            total_len: 0,
+            ident: ip.ident(),
+            dont_frag: false,
+            more_frags: true,
+            frag_offset: 0,
+            ttl: ip.ttl(),
+            protocol: ip.protocol(),
+            src: ip.src_bytes(),
+            dst: ip.dst_bytes(),
+        };
+        let mut buf = [0u8; MIN_BUFFER];
+        buf[..ethernet::HEADER_LEN].copy_from_slice(&frame[..ethernet::HEADER_LEN]);
+        let mut off = first;
+        while off < payload.len() {
+            let len = step.min(payload.len() - off);
+            let last = off + len == payload.len();
+            crate::siit::V4Header {
+                total_len: (ipv4::HEADER_LEN + len) as u16,
+                more_frags: !last || more,
+                frag_offset: ((base + off) / 8) as u16,
+                ..hdr
+            }
+            .write(&mut buf[ethernet::HEADER_LEN..]);
+            let at = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+            buf[at..at + len].copy_from_slice(&payload[off..off + len]);
+            self.hold
+                .push_ready(Origin::Vm(port), &buf[..at + len], now);
+            off += len;
+        }
+        // The frame itself becomes the first fragment.
+        let f = pkt.as_mut_slice();
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+        ip.set_total_len((hl + first) as u16);
+        ip.set_flags_offset(false, true, (base / 8) as u16);
+        ip.fill_checksum();
+        pkt.truncate(ethernet::HEADER_LEN + hl + first);
+        Ok(())
     }
 
     fn ask_block(&mut self, network: NetworkId, vip: Ipv4Addr, now: Instant) {

@@ -1525,3 +1525,95 @@ fn icmp_errors_for_nated_flows_reach_the_node_with_its_own_address_and_port() {
     assert_eq!(v, Verdict::ToPort(b.port));
     assert_eq!(quoted_of(&frame), (3, 4, b.vip, 22));
 }
+
+#[test]
+fn large_packets_without_df_are_fragmented_and_reassemble() {
+    let mut dc = Dc::new();
+    let (a, b) = (dc.a, dc.b);
+    let data: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&5000u16.to_be_bytes());
+    u[2..4].copy_from_slice(&6000u16.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&data);
+    let ps = checksum::pseudo_v4(a.vip.octets(), b.vip.octets(), 17, u.len() as u16);
+    let c = checksum::finish(checksum::add(ps, checksum::sum(&u)));
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    let frame = eth(
+        b.mac,
+        a.mac,
+        EtherType::IPV4,
+        &ipv4(a.vip, b.vip, IpProtocol::UDP, 64, false, &u),
+    );
+
+    let mut pieces = vec![];
+    let (v, six) = from_vm(&mut dc.h1, a.port, &frame);
+    assert_eq!(v, Verdict::ToSubstrate);
+    pieces.push(six);
+    let mut buf = vec![0u8; MIN_BUFFER];
+    while let Some((r, n)) = dc.h1.take_ready(&mut buf) {
+        assert_eq!(r, Ready::FromVm(a.port));
+        let (v, six) = from_vm(&mut dc.h1, a.port, &buf[..n]);
+        assert_eq!(v, Verdict::ToSubstrate);
+        pieces.push(six);
+    }
+    assert_eq!(
+        pieces.len(),
+        3,
+        "4008 bytes of UDP in fragments of at most 1480"
+    );
+    // Each fits the substrate MTU; delivered to b, the fragments rebuild the datagram.
+    let mut whole = vec![0u8; u.len()];
+    for six in &pieces {
+        assert!(six.len() <= 1500);
+        let (v, f) = from_substrate(&mut dc.h2, six);
+        assert_eq!(v, Verdict::ToPort(b.port));
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum() && !ip.dont_frag());
+        let off = ip.frag_offset() as usize * 8;
+        whole[off..off + ip.payload().len()].copy_from_slice(ip.payload());
+    }
+    assert_eq!(whole, u, "reassembled datagram, checksum included");
+}
+
+#[test]
+fn a_vm_fragment_at_full_mtu_is_cut_again_for_the_fragment_header() {
+    let mut dc = Dc::new();
+    let (a, b) = (dc.a, dc.b);
+    // What a VM's own stack sends for a big UDP datagram at MTU 1480: first fragment.
+    let repr = Ipv4Repr {
+        src: a.vip,
+        dst: b.vip,
+        protocol: IpProtocol::UDP,
+        ttl: 64,
+        tos: 0,
+        ident: 99,
+        dont_frag: false,
+        more_frags: true,
+        frag_offset: 0,
+        payload_len: 1460,
+        options: Ipv4Options::NONE,
+    };
+    let mut ipb = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Ipv4Packet::new_unchecked(&mut ipb[..]))
+        .unwrap();
+    ipb[20 + 6] = 0x12; // a UDP checksum (over the whole datagram, not checked here)
+    let frame = eth(b.mac, a.mac, EtherType::IPV4, &ipb);
+    let (v, six) = from_vm(&mut dc.h1, a.port, &frame);
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert!(six.len() <= 1500);
+    let mut buf = vec![0u8; MIN_BUFFER];
+    let (_, n) = dc
+        .h1
+        .take_ready(&mut buf)
+        .expect("the tail of the fragment");
+    let (v, six2) = from_vm(&mut dc.h1, a.port, &buf[..n]);
+    assert_eq!(v, Verdict::ToSubstrate);
+    let tail = Ipv4Packet::new_checked(&buf[14..n]).unwrap();
+    assert!(
+        tail.more_frags(),
+        "still not the last fragment of the datagram"
+    );
+    assert_eq!(tail.ident(), 99);
+    assert!(six2.len() <= 1500);
+}
