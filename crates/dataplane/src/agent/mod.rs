@@ -309,6 +309,9 @@ impl Network {
 
 #[derive(Debug, Clone, Copy)]
 struct CacheEntry {
+    /// The port of a node of this host with this address: delivered here, whatever the
+    /// mapping says. One table for both, so a lookup costs one hash.
+    local: Option<PortId>,
     /// `None`: the manager said no node has this address.
     mapping: Option<Mapping>,
     /// Pushed entries are the manager's word and never expire; resolved ones are
@@ -323,7 +326,6 @@ pub struct Agent {
     translator: Translator,
     networks: HashMap<NetworkId, Network>,
     ports: HashMap<PortId, NodeSpec>,
-    local: HashMap<(NetworkId, Ipv4Addr), PortId>,
     cache: HashMap<(NetworkId, Ipv4Addr), CacheEntry>,
     /// Resolves asked and not answered, with when they were asked.
     asked: HashMap<(NetworkId, Ipv4Addr), Instant>,
@@ -369,7 +371,6 @@ impl Agent {
             translator,
             networks: HashMap::new(),
             ports: HashMap::new(),
-            local: HashMap::new(),
             cache: HashMap::new(),
             asked: HashMap::new(),
             pools: HashMap::new(),
@@ -414,7 +415,7 @@ impl Agent {
             }
             Change::RemoveNetwork(id) => {
                 self.networks.remove(&id);
-                self.cache.retain(|(n, _), _| *n != id);
+                self.cache.retain(|(n, _), e| *n != id || e.local.is_some());
             }
             Change::Subnet { network, subnet } => {
                 if let Some(n) = self.networks.get_mut(&network) {
@@ -438,14 +439,21 @@ impl Agent {
             }
             Change::AttachNode(spec) => {
                 if let Some(old) = self.ports.insert(spec.port, spec) {
-                    self.local.remove(&(old.network, old.vip));
+                    self.unset_local(old.network, old.vip);
                 }
-                self.local.insert((spec.network, spec.vip), spec.port);
+                self.cache
+                    .entry((spec.network, spec.vip))
+                    .or_insert(CacheEntry {
+                        local: None,
+                        mapping: None,
+                        expires: Some(Instant::ZERO),
+                    })
+                    .local = Some(spec.port);
             }
             Change::DetachNode(port) => {
                 self.firewalls.remove(&port);
                 if let Some(old) = self.ports.remove(&port) {
-                    self.local.remove(&(old.network, old.vip));
+                    self.unset_local(old.network, old.vip);
                 }
             }
             Change::Mapping {
@@ -453,9 +461,11 @@ impl Agent {
                 vip,
                 mapping,
             } => {
+                let local = self.cache.get(&(network, vip)).and_then(|e| e.local);
                 self.cache.insert(
                     (network, vip),
                     CacheEntry {
+                        local,
                         mapping,
                         expires: None,
                     },
@@ -561,11 +571,13 @@ impl Agent {
         now: Instant,
     ) {
         let key = (network, ip);
-        let pushed = self.cache.get(&key).is_some_and(|e| e.expires.is_none());
+        let old = self.cache.get(&key).copied();
+        let pushed = old.is_some_and(|e| e.expires.is_none());
         if !pushed {
             self.cache.insert(
                 key,
                 CacheEntry {
+                    local: old.and_then(|e| e.local),
                     mapping,
                     expires: Some(now.plus_millis(self.cfg.mapping_ttl_ms)),
                 },
@@ -642,10 +654,8 @@ impl Agent {
     /// Where `(network, ip)` lives, as far as this host knows; a stale resolved entry is
     /// used and refreshed.
     fn lookup(&mut self, network: NetworkId, ip: Ipv4Addr, now: Instant) -> Lookup {
-        if let Some(&p) = self.local.get(&(network, ip)) {
-            return Lookup::Local(p);
-        }
         match self.cache.get(&(network, ip)).copied() {
+            Some(CacheEntry { local: Some(p), .. }) => Lookup::Local(p),
             Some(e) => {
                 self.stats.cache_hits += 1;
                 if e.expires.is_some_and(|t| now >= t) {
@@ -824,11 +834,12 @@ impl Agent {
             return Verdict::Drop(DropReason::UnknownDestinationMac);
         }
         let ip = &pkt.as_slice()[ethernet::HEADER_LEN..];
-        if let Err(r) = self.filter(port, Direction::Egress, node.network, ip, now) {
+        if let Err(r) = self.filter(node, Direction::Egress, ip, now) {
             return Verdict::Drop(r);
         }
         if let Lookup::Local(p) = target {
-            if let Err(r) = self.filter(p, Direction::Ingress, node.network, ip, now) {
+            let receiver = self.ports[&p];
+            if let Err(r) = self.filter(&receiver, Direction::Ingress, ip, now) {
                 return Verdict::Drop(r);
             }
         }
@@ -883,7 +894,11 @@ impl Agent {
         if dst.locator != self.cfg.locator {
             return Verdict::Drop(DropReason::WrongLocator);
         }
-        let Some(&port) = self.local.get(&(dst.network, dst.vip)) else {
+        let Some(port) = self
+            .cache
+            .get(&(dst.network, dst.vip))
+            .and_then(|e| e.local)
+        else {
             return Verdict::Drop(DropReason::NoSuchNode);
         };
         let node = self.ports[&port];
@@ -942,7 +957,7 @@ impl Agent {
                 return Verdict::Drop(r);
             }
         }
-        if let Err(r) = self.filter(port, Direction::Ingress, dst.network, pkt.as_slice(), now) {
+        if let Err(r) = self.filter(&node, Direction::Ingress, pkt.as_slice(), now) {
             return Verdict::Drop(r);
         }
         let Some(hdr) = pkt.push_front(ethernet::HEADER_LEN) else {
@@ -1025,22 +1040,23 @@ impl Agent {
     /// `port` over an IPv4 packet, in `dir` as seen from that node.
     fn filter(
         &mut self,
-        port: PortId,
+        node: &NodeSpec,
         dir: Direction,
-        network: NetworkId,
         ip: &[u8],
         now: Instant,
     ) -> Result<(), DropReason> {
-        let Some(sec) = self.firewalls.get_mut(&port) else {
+        let Some(sec) = self.firewalls.get_mut(&node.port) else {
             return Ok(());
         };
+        let network = node.network;
         let Some(pkt) = ct_packet(network, ip) else {
             return Ok(());
         };
-        let subnet = self.ports.get(&port).map(|n| n.subnet.cidr);
         let mut policy = Policy::new(&sec.sg, &self.members);
-        if let Some(acl) = subnet.and_then(|s| self.acls.get(&(network, s))) {
-            policy = policy.with_acl(acl, None);
+        if !self.acls.is_empty() {
+            if let Some(acl) = self.acls.get(&(network, node.subnet.cidr)) {
+                policy = policy.with_acl(acl, None);
+            }
         }
         let v = match dir {
             Direction::Egress => sec.fw.egress(&policy, &pkt, now),
@@ -1052,6 +1068,18 @@ impl Agent {
             FwVerdict::SgDenied => Err(DropReason::SgDenied),
             FwVerdict::ConntrackFull => Err(DropReason::ConntrackFull),
             FwVerdict::ConntrackInvalid => Err(DropReason::ConntrackInvalid),
+        }
+    }
+
+    /// A node left this host: its address is no longer delivered here. An entry that was
+    /// only there for it goes (the next packet asks the manager again).
+    fn unset_local(&mut self, network: NetworkId, vip: Ipv4Addr) {
+        let key = (network, vip);
+        if let Some(e) = self.cache.get_mut(&key) {
+            e.local = None;
+            if e.mapping.is_none() {
+                self.cache.remove(&key);
+            }
         }
     }
 
@@ -1079,7 +1107,7 @@ impl Agent {
         };
         let nat = pool.config().nat && !self.eips.contains(&(node.network, node.vip));
         let ip = &pkt.as_slice()[ethernet::HEADER_LEN..];
-        if let Err(r) = self.filter(node.port, Direction::Egress, node.network, ip, now) {
+        if let Err(r) = self.filter(node, Direction::Egress, ip, now) {
             return Verdict::Drop(r);
         }
         let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
