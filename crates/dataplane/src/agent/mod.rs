@@ -902,10 +902,11 @@ impl Agent {
             return Verdict::Drop(DropReason::NoSuchNode);
         };
         let node = self.ports[&port];
-        let from_edge = self.networks.get(&dst.network).is_some_and(|n| {
-            self.edge_locators
-                .get(&src.locator)
-                .is_some_and(|pools| pools.iter().any(|p| n.uses_pool(*p)))
+        // Edge locators are few: look the sender up there first, the network only then.
+        let from_edge = self.edge_locators.get(&src.locator).is_some_and(|pools| {
+            self.networks
+                .get(&dst.network)
+                .is_some_and(|n| pools.iter().any(|p| n.uses_pool(*p)))
         });
         let src_mac = if from_edge {
             self.cfg.router_mac
