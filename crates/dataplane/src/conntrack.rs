@@ -1628,7 +1628,9 @@ mod tests {
             now += 31_000;
             ct.expire(at(now), 100);
         }
-        assert_eq!(ct.map.capacity(), map_cap);
+        // hashbrown's capacity() dips while deleted slots wait to be reused, and rehashes
+        // in place while the table is at most half full: it must never grow.
+        assert!(ct.map.capacity() <= map_cap, "{} > {map_cap}", ct.map.capacity());
         assert_eq!(core::mem::size_of::<(Packed, Entry)>(), 64);
         assert!(ct.memory_bytes() < 256 * 300, "{}", ct.memory_bytes());
         assert_eq!(ct.keys.capacity(), keys_cap);
