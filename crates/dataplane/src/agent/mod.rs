@@ -820,14 +820,7 @@ impl Agent {
                 return Verdict::Drop(DropReason::NoSuchNode);
             }
             Lookup::Unknown => {
-                let held =
-                    self.hold
-                        .hold(Origin::Vm(port), (node.network, dst), pkt.as_slice(), now);
-                return if held {
-                    Verdict::Held
-                } else {
-                    Verdict::Drop(DropReason::HoldQueueFull)
-                };
+                return self.hold_packet(Origin::Vm(port), (node.network, dst), pkt, vnet, now);
             }
         };
         if !routed && dst_mac != dst_node_mac {
@@ -930,17 +923,8 @@ impl Agent {
                     }
                 }
                 Lookup::Unknown => {
-                    let held = self.hold.hold(
-                        Origin::Substrate,
-                        (src.network, src.vip),
-                        pkt.as_slice(),
-                        now,
-                    );
-                    return if held {
-                        Verdict::Held
-                    } else {
-                        Verdict::Drop(DropReason::HoldQueueFull)
-                    };
+                    let key = (src.network, src.vip);
+                    return self.hold_packet(Origin::Substrate, key, pkt, vnet, now);
                 }
                 _ => return Verdict::Drop(DropReason::SpoofedSource),
             }
@@ -1081,6 +1065,30 @@ impl Agent {
             if e.mapping.is_none() {
                 self.cache.remove(&key);
             }
+        }
+    }
+
+    /// Keeps a packet until `key` is resolved. A held packet comes back without its
+    /// `virtio_net_hdr`, so a partial checksum is completed now; a segmentation
+    /// super-packet cannot wait (it does not fit a slot) and is dropped, the sender
+    /// retransmits once the mapping is there.
+    fn hold_packet(
+        &mut self,
+        origin: Origin,
+        key: (NetworkId, Ipv4Addr),
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        if let Some(v) = vnet {
+            if v.is_gso() || (v.needs_csum() && !complete_checksum(pkt.as_mut_slice(), v)) {
+                return Verdict::Drop(DropReason::HoldQueueFull);
+            }
+        }
+        if self.hold.hold(origin, key, pkt.as_slice(), now) {
+            Verdict::Held
+        } else {
+            Verdict::Drop(DropReason::HoldQueueFull)
         }
     }
 
@@ -1392,6 +1400,25 @@ fn decrement_ttl(ip: &mut [u8]) {
     let c = u16::from_be_bytes([ip[10], ip[11]]);
     let c = wire::checksum::update_word(c, old, new);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Does what a device with checksum offload would: the field at `csum_start +
+/// csum_offset` holds the pseudo-header sum, the checksum is the complement of the sum
+/// from `csum_start` to the end with that field in. Clears `NEEDS_CSUM`. False if the
+/// offsets do not fit the packet.
+fn complete_checksum(bytes: &mut [u8], v: &mut VirtioNetHdr) -> bool {
+    let start = v.csum_start as usize;
+    let at = start + v.csum_offset as usize;
+    if at + 2 > bytes.len() {
+        return false;
+    }
+    let mut c = wire::checksum::checksum(&bytes[start..]);
+    if c == 0 && v.csum_offset == 6 {
+        c = 0xffff; // UDP: a computed zero is sent as all ones
+    }
+    bytes[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    v.flags &= !wire::virtio::FLAG_NEEDS_CSUM;
+    true
 }
 
 /// Moves a `virtio_net_hdr`'s offsets by `by` bytes (a link header added or removed).

@@ -1617,3 +1617,50 @@ fn a_vm_fragment_at_full_mtu_is_cut_again_for_the_fragment_header() {
     assert_eq!(tail.ident(), 99);
     assert!(six2.len() <= 1500);
 }
+
+#[test]
+fn a_held_packet_with_a_partial_checksum_is_completed_before_it_waits() {
+    let mut dc = Dc::with_mappings(false);
+    let (a, b) = (dc.a, dc.b);
+    let mut ip = tcp_seg(a.vip, b.vip, 40000, 22, 0x02);
+    // As the VM's stack hands it over with checksum offload: the pseudo-header sum only.
+    let partial = checksum::pseudo_v4(a.vip.octets(), b.vip.octets(), 6, (ip.len() - 20) as u16);
+    ip[20 + 16..20 + 18].copy_from_slice(&partial.to_be_bytes());
+    let frame = eth(b.mac, a.mac, EtherType::IPV4, &ip);
+    let mut v = VirtioNetHdr {
+        flags: wire::virtio::FLAG_NEEDS_CSUM,
+        csum_start: 14 + 20,
+        csum_offset: 16,
+        ..VirtioNetHdr::default()
+    };
+    let mut p = Pkt::new(&frame);
+    assert_eq!(
+        p.run(|buf| dc.h1.from_vm(a.port, buf, Some(&mut v), T0)),
+        Verdict::Held
+    );
+    dc.h1.on_resolved(
+        net(1),
+        b.vip,
+        Some(Mapping {
+            locator: loc(H2),
+            mac: b.mac,
+        }),
+        T0,
+    );
+    let mut buf = vec![0u8; MIN_BUFFER];
+    let (_, n) = dc.h1.take_ready(&mut buf).unwrap();
+    let (verdict, six) = from_vm(&mut dc.h1, a.port, &buf[..n]);
+    assert_eq!(verdict, Verdict::ToSubstrate);
+    dc.h2.on_resolved(
+        net(1),
+        a.vip,
+        Some(Mapping {
+            locator: loc(H1),
+            mac: a.mac,
+        }),
+        T0,
+    );
+    let (verdict, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(verdict, Verdict::ToPort(b.port));
+    assert!(tcp_of(&frame[14..]).4, "a full, valid TCP checksum arrives");
+}
