@@ -1,0 +1,434 @@
+//! The agent daemon's packet loop: one task, single-threaded, that owns the [`Agent`], one
+//! TAP per VM port and the substrate's TUN.
+//!
+//! It waits until a device is readable, reads up to [`BATCH`] packets from it into one
+//! reused buffer (with [`HEADROOM`] in front and room for a 64 KiB super-packet), hands
+//! each to the agent with its `virtio_net_hdr`, and writes the verdict out: `ToPort` to
+//! that port's TAP, `Reply` back where it came from, `ToSubstrate` to the TUN. Packets the
+//! agent held for a mapping come back through [`Agent::take_ready`] and go through the same
+//! path; [`Agent::tick`] runs on a timer. Configuration and resolve answers arrive as
+//! [`Command`]s; the agent's [`Event`]s (resolve requests) leave on a channel. Nothing is
+//! allocated per packet.
+
+use dataplane::agent::{
+    Agent, Change, Event, Mapping, PortId, Ready, Verdict, HEADROOM, MIN_BUFFER,
+};
+use dataplane::{Instant, PacketBuf};
+use model::NetworkId;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::Ipv4Addr;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use wire::virtio::VirtioNetHdr;
+
+use crate::tap::{Device, VNET_HDR_LEN};
+
+/// Most packets read from one device before the others get a turn.
+pub const BATCH: usize = 64;
+/// The largest packet a device hands us: a 64 KiB super-packet and its link header.
+pub const MAX_PACKET: usize = 65_536 + 64;
+/// How often [`Agent::tick`] runs.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Held packets replayed after one packet, at most (the rest wait for the next).
+const READY_BURST: usize = 256;
+
+// A packet is read with its `virtio_net_hdr` just in front of the headroom's end.
+const _: () = assert!(HEADROOM >= VNET_HDR_LEN);
+
+/// What the daemon (or a test) tells the loop.
+#[derive(Debug)]
+pub enum Command {
+    Apply(Change),
+    /// The answer to an [`Event::Resolve`].
+    Resolved {
+        network: NetworkId,
+        ip: Ipv4Addr,
+        mapping: Option<Mapping>,
+    },
+    /// A VM's port appears (the agent learns of its node by [`Change::AttachNode`]).
+    AddPort(PortId, Device),
+    /// A VM's port goes; its device is closed.
+    RemovePort(PortId),
+}
+
+/// Counts of the loop's own I/O.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Reads shorter than a `virtio_net_hdr`, or failed.
+    pub rx_errors: u64,
+    /// Writes that failed (device gone, queue full, kernel refused).
+    pub tx_errors: u64,
+    /// `ToPort` for a port with no device.
+    pub no_device: u64,
+    /// Events dropped because the channel was full (the agent asks again on tick).
+    pub events_dropped: u64,
+}
+
+struct Port {
+    id: PortId,
+    dev: AsyncFd<Device>,
+}
+
+/// Where a packet came from.
+#[derive(Clone, Copy)]
+enum Source {
+    Port(PortId),
+    Substrate,
+}
+
+/// The devices and counters, apart from the agent and the buffer so that each can be
+/// borrowed on its own.
+struct Io {
+    substrate: AsyncFd<Device>,
+    ports: Vec<Port>,
+    index: HashMap<PortId, usize>,
+    stats: IoStats,
+}
+
+/// The loop's state; [`run`](AgentLoop::run) gives it back when stopped.
+pub struct AgentLoop {
+    agent: Agent,
+    io: Io,
+    buf: Box<[u8]>,
+    clock: std::time::Instant,
+}
+
+impl AgentLoop {
+    /// Must be called inside a tokio runtime (the devices register with its reactor).
+    pub fn new(agent: Agent, substrate: Device) -> io::Result<Self> {
+        Ok(AgentLoop {
+            agent,
+            io: Io {
+                substrate: register(substrate)?,
+                ports: Vec::new(),
+                index: HashMap::new(),
+                stats: IoStats::default(),
+            },
+            buf: vec![0u8; HEADROOM + MAX_PACKET + MIN_BUFFER].into_boxed_slice(),
+            clock: std::time::Instant::now(),
+        })
+    }
+
+    /// Adds (or replaces) the device of a VM's port.
+    pub fn add_port(&mut self, id: PortId, dev: Device) -> io::Result<()> {
+        let dev = register(dev)?;
+        self.io.remove_port(id);
+        self.io.index.insert(id, self.io.ports.len());
+        self.io.ports.push(Port { id, dev });
+        Ok(())
+    }
+
+    pub fn remove_port(&mut self, id: PortId) {
+        self.io.remove_port(id);
+    }
+
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    pub fn agent_mut(&mut self) -> &mut Agent {
+        &mut self.agent
+    }
+
+    pub fn io_stats(&self) -> &IoStats {
+        &self.io.stats
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.clock.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until `shutdown` completes. Commands are applied between packets; when the
+    /// command channel closes the loop goes on forwarding with what it has.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<Self> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commands_open = true;
+        // Which device is looked at first, rotated so that none starves the others.
+        let mut first = 0usize;
+        loop {
+            let io = &self.io;
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                cmd = commands.recv(), if commands_open => match cmd {
+                    Some(c) => self.command(c)?,
+                    None => commands_open = false,
+                },
+                _ = ticker.tick() => {
+                    let now = self.now();
+                    self.agent.tick(now);
+                    self.drain_ready(now);
+                }
+                which = std::future::poll_fn(|cx| io.poll_readable(cx, first)) => {
+                    let which = which?;
+                    first = first.wrapping_add(1);
+                    if let Err(e) = self.read_batch(which).await {
+                        match self.io.port_at(which) {
+                            // A port whose device broke (its interface was deleted, say):
+                            // it goes, the others carry on.
+                            Some(id) => {
+                                tracing::warn!(port = id.0, error = %e, "port device failed; removed");
+                                self.io.remove_port(id);
+                            }
+                            None => return Err(e),
+                        }
+                    }
+                }
+            }
+            self.send_events(&events);
+        }
+        Ok(self)
+    }
+
+    fn command(&mut self, c: Command) -> io::Result<()> {
+        match c {
+            Command::Apply(change) => self.agent.apply(change),
+            Command::Resolved {
+                network,
+                ip,
+                mapping,
+            } => {
+                let now = self.now();
+                self.agent.on_resolved(network, ip, mapping, now);
+                self.drain_ready(now);
+            }
+            Command::AddPort(id, dev) => self.add_port(id, dev)?,
+            Command::RemovePort(id) => self.remove_port(id),
+        }
+        Ok(())
+    }
+
+    fn send_events(&mut self, events: &mpsc::Sender<Event>) {
+        while let Some(e) = self.agent.poll_event() {
+            if events.try_send(e).is_err() {
+                self.io.stats.events_dropped += 1;
+            }
+        }
+    }
+
+    /// Reads and handles up to [`BATCH`] packets from device `which` (0: the substrate,
+    /// `i + 1`: port `i`). An error means the device is unusable (a read failed for
+    /// another reason than "nothing more to read").
+    async fn read_batch(&mut self, which: usize) -> io::Result<()> {
+        let AgentLoop {
+            agent,
+            io,
+            buf,
+            clock,
+        } = self;
+        let (dev, source) = match which {
+            0 => (&io.substrate, Source::Substrate),
+            i => match io.ports.get(i - 1) {
+                Some(p) => (&p.dev, Source::Port(p.id)),
+                None => return Ok(()),
+            },
+        };
+        // Ready already (the poll said so): this does not wait.
+        let mut guard = dev.readable().await?;
+        let mut failed = None;
+        let mut stats = IoStats::default();
+        for _ in 0..BATCH {
+            let at = HEADROOM - VNET_HDR_LEN;
+            let r = guard.try_io(|d| d.get_ref().recv(&mut buf[at..HEADROOM + MAX_PACKET]));
+            let n = match r {
+                Err(_would_block) => break,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => {
+                    stats.rx_errors += 1;
+                    failed = Some(e);
+                    break;
+                }
+                Ok(Ok(n)) => n,
+            };
+            if n < VNET_HDR_LEN {
+                stats.rx_errors += 1;
+                continue;
+            }
+            stats.rx_packets += 1;
+            stats.rx_bytes += (n - VNET_HDR_LEN) as u64;
+            let Ok(mut hdr) = VirtioNetHdr::parse(&buf[at..HEADROOM]) else {
+                stats.rx_errors += 1;
+                continue;
+            };
+            let now = Instant::from_millis(clock.elapsed().as_millis() as u64);
+            let mut pkt = PacketBuf::new(buf, HEADROOM, at + n);
+            let v = match source {
+                Source::Port(p) => agent.from_vm(p, &mut pkt, Some(&mut hdr), now),
+                Source::Substrate => agent.from_substrate(&mut pkt, Some(&mut hdr), now),
+            };
+            let range = pkt.range();
+            emit(io.out(), &mut stats, v, source, &hdr, &buf[range]);
+            drain(agent, io.out(), &mut stats, buf, now);
+        }
+        io.stats.add(&stats);
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn drain_ready(&mut self, now: Instant) {
+        let mut stats = IoStats::default();
+        drain(
+            &mut self.agent,
+            self.io.out(),
+            &mut stats,
+            &mut self.buf,
+            now,
+        );
+        self.io.stats.add(&stats);
+    }
+}
+
+/// Registers a device with the runtime's reactor.
+fn register(dev: Device) -> io::Result<AsyncFd<Device>> {
+    // SAFETY: a `Device` owns its descriptor (an `OwnedFd` it never replaces) and closes it
+    // only when dropped, so the descriptor stays open and the same while registered.
+    unsafe { AsyncFd::register(dev) }.map_err(|e| e.into_parts().1)
+}
+
+/// The devices, borrowed for writing.
+#[derive(Clone, Copy)]
+struct Out<'a> {
+    substrate: &'a AsyncFd<Device>,
+    ports: &'a [Port],
+    index: &'a HashMap<PortId, usize>,
+}
+
+impl Io {
+    fn out(&self) -> Out<'_> {
+        Out {
+            substrate: &self.substrate,
+            ports: &self.ports,
+            index: &self.index,
+        }
+    }
+}
+
+impl Out<'_> {
+    fn port(&self, id: PortId) -> Option<&Device> {
+        self.index.get(&id).map(|&i| self.ports[i].dev.get_ref())
+    }
+}
+
+/// Writes a packet where its verdict says.
+fn emit(
+    out: Out<'_>,
+    stats: &mut IoStats,
+    v: Verdict,
+    source: Source,
+    hdr: &VirtioNetHdr,
+    pkt: &[u8],
+) {
+    // A reply is built by the agent, checksums complete: no offload to describe.
+    let plain = VirtioNetHdr::default();
+    let (dev, hdr) = match (v, source) {
+        (Verdict::ToPort(p), _) => (out.port(p), hdr),
+        (Verdict::ToSubstrate, _) => (Some(out.substrate.get_ref()), hdr),
+        (Verdict::Reply, Source::Substrate) => (Some(out.substrate.get_ref()), &plain),
+        (Verdict::Reply, Source::Port(p)) => (out.port(p), &plain),
+        (Verdict::Held | Verdict::Consumed, _) => return,
+        (Verdict::Drop(reason), _) => {
+            tracing::trace!(?reason, "dropped");
+            return;
+        }
+    };
+    let Some(dev) = dev else {
+        stats.no_device += 1;
+        return;
+    };
+    match dev.send(hdr, pkt) {
+        Ok(_) => {
+            stats.tx_packets += 1;
+            stats.tx_bytes += pkt.len() as u64;
+        }
+        Err(e) => {
+            tracing::debug!(device = dev.name(), error = %e, "device write failed");
+            stats.tx_errors += 1;
+        }
+    }
+}
+
+/// Feeds the packets the agent held and can now send back through it, and sends them.
+fn drain(agent: &mut Agent, out: Out<'_>, stats: &mut IoStats, buf: &mut [u8], now: Instant) {
+    for _ in 0..READY_BURST {
+        let Some((ready, n)) = agent.take_ready(&mut buf[HEADROOM..HEADROOM + MAX_PACKET]) else {
+            return;
+        };
+        let mut pkt = PacketBuf::new(buf, HEADROOM, HEADROOM + n);
+        let (v, source) = match ready {
+            Ready::FromVm(p) => (agent.from_vm(p, &mut pkt, None, now), Source::Port(p)),
+            Ready::FromSubstrate => (agent.from_substrate(&mut pkt, None, now), Source::Substrate),
+        };
+        let range = pkt.range();
+        emit(out, stats, v, source, &VirtioNetHdr::default(), &buf[range]);
+    }
+}
+
+impl Io {
+    /// The port read as device `which` (see [`AgentLoop::read_batch`]).
+    fn port_at(&self, which: usize) -> Option<PortId> {
+        which
+            .checked_sub(1)
+            .and_then(|i| self.ports.get(i))
+            .map(|p| p.id)
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        if let Some(i) = self.index.remove(&id) {
+            self.ports.remove(i);
+            self.index.clear();
+            for (i, p) in self.ports.iter().enumerate() {
+                self.index.insert(p.id, i);
+            }
+        }
+    }
+
+    /// The first readable device, looking from `first` round the list (0: substrate).
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        first: usize,
+    ) -> Poll<io::Result<usize>> {
+        let n = self.ports.len() + 1;
+        for k in 0..n {
+            let i = (first % n + k) % n;
+            let dev = if i == 0 {
+                &self.substrate
+            } else {
+                &self.ports[i - 1].dev
+            };
+            match dev.poll_read_ready(cx) {
+                Poll::Ready(Ok(_guard)) => return Poll::Ready(Ok(i)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl IoStats {
+    fn add(&mut self, o: &IoStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_errors += o.rx_errors;
+        self.tx_errors += o.tx_errors;
+        self.no_device += o.no_device;
+        self.events_dropped += o.events_dropped;
+    }
+}
