@@ -1,7 +1,9 @@
 //! `canopy`: the one binary of Canopy. See `canopy --help`.
 
+mod api_client;
 mod capture;
 mod link;
+mod resources;
 mod translate;
 
 use std::io::IsTerminal;
@@ -22,9 +24,13 @@ locator, the tenant's 24-bit network id and the VM's IPv4 address:
 
   | locator: 72 bits | network id: 24 bits | IPv4 address: 32 bits |
 
-Available: `canopy manager` (the control plane: REST API, SQLite or PostgreSQL) and
+Available: `canopy manager` (the control plane: REST API, SQLite or PostgreSQL), the
+verbs over its API (`canopy tenant|network|subnet|host|node|pool|edge create|list|show|delete`,
+`canopy resolve`; --url/CANOPY_URL, --token/CANOPY_TOKEN, --output table|json) and
 `canopy translate` (the substrate encoding over capture files). The per-host agent, the
 edges and the lab come later.
+
+Example: CANOPY_TOKEN=$ADMIN canopy tenant create acme
 
 Logs go to stderr: -v for info, -vv for debug (each dropped packet), -vvv for trace, or
 set RUST_LOG (e.g. RUST_LOG=canopy=debug), which takes precedence.";
@@ -51,6 +57,14 @@ enum Command {
     /// Example: canopy manager --listen 127.0.0.1:7450 --database sqlite:/var/lib/canopy/canopy.db --admin-token s3cret
     Manager(manager::ManagerArgs),
     Translate(translate::TranslateArgs),
+    Tenant(resources::TenantCmd),
+    Network(resources::NetworkCmd),
+    Subnet(resources::SubnetCmd),
+    Host(resources::HostCmd),
+    Node(resources::NodeCmd),
+    Pool(resources::PoolCmd),
+    Edge(resources::EdgeCmd),
+    Resolve(resources::ResolveCmd),
 }
 
 /// Exit code for bad arguments and unusable files, as for clap's usage errors.
@@ -91,6 +105,25 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Command::Tenant(c) => api_verb(resources::Verb::Tenant(c)),
+        Command::Network(c) => api_verb(resources::Verb::Network(c)),
+        Command::Subnet(c) => api_verb(resources::Verb::Subnet(c)),
+        Command::Host(c) => api_verb(resources::Verb::Host(c)),
+        Command::Node(c) => api_verb(resources::Verb::Node(c)),
+        Command::Pool(c) => api_verb(resources::Verb::Pool(c)),
+        Command::Edge(c) => api_verb(resources::Verb::Edge(c)),
+        Command::Resolve(c) => api_verb(resources::Verb::Resolve(c)),
+    }
+}
+
+/// Runs a verb over the manager's API: the answer on stdout, an error on stderr and exit 1.
+fn api_verb(verb: resources::Verb) -> ExitCode {
+    match resources::run(verb) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("canopy: error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

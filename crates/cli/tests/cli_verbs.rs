@@ -1,0 +1,373 @@
+//! The CLI verbs (`canopy <resource> create|list|show|delete`) as subprocesses against a
+//! real `canopy manager` process.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{canopy_bin, Manager};
+use serde_json::Value;
+
+const ADMIN: &str = "admin-secret-for-cli-tests";
+
+/// Runs `canopy <args>` with only what `env` sets (CANOPY_URL/CANOPY_TOKEN cleared first).
+fn canopy(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(canopy_bin());
+    cmd.args(args)
+        .env_remove("CANOPY_URL")
+        .env_remove("CANOPY_TOKEN")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run canopy")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A CLI session: one manager URL and one token, passed as flags.
+struct Session<'a> {
+    url: &'a str,
+    token: &'a str,
+}
+
+impl Session<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--url", self.url, "--token", self.token]);
+        canopy(&[], &all)
+    }
+
+    /// Runs a verb that must succeed and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "canopy {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// Runs a verb with `--output json` that must succeed and parses its answer.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Runs a verb that must fail and returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "canopy {args:?} should have failed:\n{}",
+            stdout(&o)
+        );
+        assert_eq!(o.status.code(), Some(1), "API errors exit 1: {o:?}");
+        assert!(o.stdout.is_empty(), "nothing on stdout: {}", stdout(&o));
+        stderr(&o)
+    }
+}
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_string()
+}
+
+#[test]
+fn admin_and_tenant_manage_resources_through_the_cli() {
+    let m = Manager::start(ADMIN);
+    let admin = Session {
+        url: &m.url,
+        token: ADMIN,
+    };
+
+    // Admin: a tenant and its token, a host, a pool and an edge.
+    let tenant = admin.json(&["tenant", "create", "acme"]);
+    assert_eq!(tenant["name"], "acme");
+    let tenant_id = id(&tenant);
+    let tok = admin.json(&["tenant", "token", "create", &tenant_id, "--name", "ci"]);
+    assert_eq!(tok["tenant_id"].as_str(), Some(tenant_id.as_str()));
+    let token = tok["token"].as_str().expect("token").to_string();
+    let tokens = admin.json(&["tenant", "token", "list", &tenant_id]);
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1));
+    assert!(tokens[0].get("token").is_none(), "secrets are never listed");
+
+    let host_out = admin.ok(&["host", "create", "rack1-h01"]);
+    assert!(host_out.contains("credential"), "{host_out}");
+    assert!(host_out.contains("shown only this once"), "{host_out}");
+    let hosts = admin.json(&["host", "list"]);
+    let host_id = id(&hosts[0]);
+    assert!(hosts[0]["locator"].as_str().unwrap().ends_with("/72"));
+
+    let pool = admin.json(&[
+        "pool",
+        "create",
+        "internet",
+        "--public-range",
+        "198.51.100.0/28",
+        "--hash-fields",
+        "src-ip,dst-ip",
+    ]);
+    let pool_id = id(&pool);
+    assert_eq!(pool["hash_fields"], serde_json::json!(["src_ip", "dst_ip"]));
+    assert_eq!(pool["nat"], true);
+    let pools = admin.ok(&["pool", "list"]);
+    assert!(pools.starts_with("ID"), "{pools}");
+    assert!(
+        pools.contains("internet") && pools.contains("198.51.100.0/28"),
+        "{pools}"
+    );
+
+    let edge = admin.json(&[
+        "edge", "create", "edge1", "--pool", &pool_id, "--weight", "200",
+    ]);
+    let edge_id = id(&edge);
+    assert_eq!(edge["weight"], 200);
+    assert!(edge["credential"].as_str().unwrap().starts_with("cnpe_"));
+    let drained = admin.json(&["edge", "update", &edge_id, "--state", "draining"]);
+    assert_eq!(drained["state"], "draining");
+    let edges = admin.ok(&["edge", "list", "--pool", &pool_id]);
+    assert!(
+        edges.contains("edge1") && edges.contains("draining"),
+        "{edges}"
+    );
+
+    // The tenant, with its own token, from the environment this time.
+    let env = [
+        ("CANOPY_URL", m.url.as_str()),
+        ("CANOPY_TOKEN", token.as_str()),
+    ];
+    let o = canopy(
+        &env,
+        &[
+            "network",
+            "create",
+            "web",
+            "--cidr",
+            "10.0.0.0/16",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let net: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let net_id = id(&net);
+    assert_eq!(net["tenant_id"].as_str(), Some(tenant_id.as_str()));
+    assert!(net["vni"].as_u64().unwrap() >= 1);
+
+    let t = Session {
+        url: &m.url,
+        token: &token,
+    };
+    let sub = t.json(&[
+        "subnet",
+        "create",
+        "front",
+        "--network",
+        &net_id,
+        "--cidr",
+        "10.0.1.0/24",
+    ]);
+    let sub_id = id(&sub);
+    assert_eq!(sub["gateway"], "10.0.1.1");
+    let node = t.json(&[
+        "node",
+        "create",
+        "vm1",
+        "--subnet",
+        &sub_id,
+        "--host",
+        &host_id,
+        "--vip",
+        "10.0.1.10",
+    ]);
+    let node_id = id(&node);
+    assert_eq!(node["vip"], "10.0.1.10");
+    assert_eq!(node["host_id"].as_str(), Some(host_id.as_str()));
+    let auto = t.json(&["node", "create", "vm2", "--subnet", &sub_id]);
+    assert_eq!(auto["vip"], "10.0.1.2", "lowest free address");
+
+    // Lists: a table with a header and one row per object, and the same as JSON.
+    let table = t.ok(&["node", "list", "--subnet", &sub_id]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("VIP"),
+        "{table}"
+    );
+    assert!(
+        table.contains("vm1") && table.contains("10.0.1.10"),
+        "{table}"
+    );
+    let nodes = t.json(&["node", "list", "--network", &net_id]);
+    assert_eq!(nodes.as_array().map(Vec::len), Some(2));
+    assert!(nodes.as_array().unwrap().iter().any(|n| n["id"] == node_id));
+    let nets = t.json(&["network", "list"]);
+    assert_eq!(nets.as_array().map(Vec::len), Some(1));
+    let subs = t.ok(&["subnet", "list", "--network", &net_id]);
+    assert!(
+        subs.contains("front") && subs.contains("10.0.1.0/24"),
+        "{subs}"
+    );
+
+    // Show: `key  value` lines.
+    let shown = t.ok(&["network", "show", &net_id]);
+    assert!(
+        shown.contains("cidr") && shown.contains("10.0.0.0/16"),
+        "{shown}"
+    );
+    let shown = t.json(&["node", "show", &node_id]);
+    assert_eq!(shown["mac"], node["mac"]);
+
+    // The admin resolves the address to the node and its host.
+    let r = admin.json(&["resolve", "--network", &net_id, "10.0.1.10"]);
+    assert_eq!(r["node_id"].as_str(), Some(node_id.as_str()));
+    assert!(r["substrate_address"].is_string());
+
+    // Errors: the manager's message and field, exit 1.
+    let err = t.fails(&["network", "create", "bad", "--cidr", "10.0.0.1/16"]);
+    assert!(err.starts_with("canopy: error: "), "{err}");
+    assert!(err.contains("(field: cidr)"), "{err}");
+    let err = t.fails(&[
+        "node",
+        "create",
+        "vm3",
+        "--subnet",
+        &sub_id,
+        "--vip",
+        "10.0.1.10",
+    ]);
+    assert!(err.contains("(field: vip)"), "{err}");
+    let err = t.fails(&["host", "list"]);
+    assert!(
+        err.contains("not found"),
+        "operator resources are hidden: {err}"
+    );
+    let err = t.fails(&["subnet", "delete", &sub_id]);
+    assert!(err.starts_with("canopy: error: "), "in use: {err}");
+
+    // Deletes, then the lists are empty again.
+    assert_eq!(
+        t.ok(&["node", "delete", &node_id]),
+        format!("deleted node {node_id}\n")
+    );
+    t.ok(&["node", "delete", &id(&auto)]);
+    let err = t.fails(&["node", "show", &node_id]);
+    assert!(err.contains("not found"), "{err}");
+    t.ok(&["subnet", "delete", &sub_id]);
+    t.ok(&["network", "delete", &net_id]);
+    assert_eq!(t.json(&["network", "list"]), serde_json::json!([]));
+    admin.ok(&["edge", "delete", &edge_id]);
+    admin.ok(&["pool", "delete", &pool_id]);
+    admin.ok(&["host", "delete", &host_id]);
+    admin.ok(&["tenant", "token", "delete", &tenant_id, &id(&tok)]);
+    let err = t.fails(&["network", "list"]);
+    assert!(err.contains("token"), "revoked: {err}");
+    admin.ok(&["tenant", "delete", &tenant_id]);
+    assert_eq!(admin.json(&["tenant", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn missing_token_and_unreachable_manager_are_explained() {
+    let o = canopy(&[], &["network", "list"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("canopy: error: no API token"), "{err}");
+    assert!(
+        err.contains("--token") && err.contains("CANOPY_TOKEN"),
+        "{err}"
+    );
+
+    // Port 1 on loopback: nothing listens there.
+    let o = canopy(
+        &[("CANOPY_TOKEN", "x")],
+        &["network", "list", "--url", "http://127.0.0.1:1"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot reach the manager at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_token_is_refused_with_a_hint() {
+    let m = Manager::start(ADMIN);
+    let o = canopy(
+        &[("CANOPY_URL", &m.url), ("CANOPY_TOKEN", "not-a-token")],
+        &["tenant", "list"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("canopy: error: "), "{err}");
+    assert!(err.contains("CANOPY_TOKEN"), "{err}");
+}
+
+#[test]
+fn every_verb_has_help_with_an_example() {
+    let verbs: &[&[&str]] = &[
+        &["tenant", "create"],
+        &["tenant", "list"],
+        &["tenant", "show"],
+        &["tenant", "delete"],
+        &["tenant", "token", "create"],
+        &["tenant", "token", "list"],
+        &["tenant", "token", "delete"],
+        &["network", "create"],
+        &["network", "list"],
+        &["network", "show"],
+        &["network", "delete"],
+        &["subnet", "create"],
+        &["subnet", "list"],
+        &["subnet", "show"],
+        &["subnet", "delete"],
+        &["host", "create"],
+        &["host", "list"],
+        &["host", "show"],
+        &["host", "delete"],
+        &["node", "create"],
+        &["node", "list"],
+        &["node", "show"],
+        &["node", "delete"],
+        &["pool", "create"],
+        &["pool", "list"],
+        &["pool", "show"],
+        &["pool", "delete"],
+        &["edge", "create"],
+        &["edge", "list"],
+        &["edge", "show"],
+        &["edge", "update"],
+        &["edge", "delete"],
+        &["resolve"],
+    ];
+    for verb in verbs {
+        let mut args = verb.to_vec();
+        args.push("--help");
+        let o = canopy(&[], &args);
+        assert!(o.status.success(), "{verb:?} --help: {}", stderr(&o));
+        let help = stdout(&o);
+        let example = format!("Example: canopy {}", verb[0]);
+        assert!(
+            help.contains(&example),
+            "{verb:?} --help has no example:\n{help}"
+        );
+        assert!(
+            help.contains("--url") && help.contains("--output"),
+            "{help}"
+        );
+    }
+}
