@@ -26,6 +26,15 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             ApiError::bad_request("invalid_body", None, format!("cannot read body: {e}"))
         })?;
+        // serde reads a JSON array as a struct's fields in order: every body of this API is
+        // an object, so an array is refused before it can be mistaken for one.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                None,
+                "the request body must be a JSON object".to_string(),
+            ));
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }

@@ -46,12 +46,18 @@ pub struct Store {
     committed: Arc<watch::Sender<i64>>,
 }
 
-/// The migrations, embedded in the binary.
+/// The migrations, embedded in the binary (all of them, or a prefix in tests).
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "route tables, peerings, elastic ips, port blocks",
+        include_str!("../migrations/0002_route_tables_eips_port_blocks.sql"),
+    ),
+];
 
 type BoxDynError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -60,7 +66,8 @@ impl<'s> MigrationSource<'s> for Embedded {
         self,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
         Box::pin(async {
-            Ok(MIGRATIONS
+            Ok(self
+                .0
                 .iter()
                 .map(|(v, d, sql)| {
                     Migration::new(
@@ -112,7 +119,7 @@ pub async fn open(url: &str) -> Result<Store, StoreError> {
         });
     }
     let pool = pool.connect_with(options).await?;
-    let migrator = Migrator::new(Embedded).await?;
+    let migrator = Migrator::new(Embedded(MIGRATIONS)).await?;
     migrator.run(&pool).await?;
     tracing::info!(?backend, "store open, migrations applied");
     let (committed, _) = watch::channel(0);
@@ -299,14 +306,164 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Parses an RFC 3339 time (`2026-11-25T21:24:37Z`, optional fraction, `Z` or `±HH:MM`)
+/// into milliseconds since the epoch; `None` if it is not one.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut milli = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        let digits = &frac[..n];
+        let padded: String = digits.chars().chain("000".chars()).take(3).collect();
+        milli = padded.parse().ok()?;
+        rest = &frac[n..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let rb = rest.as_bytes();
+            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let v = oh * 60 + om;
+            if rb[0] == b'-' {
+                -v
+            } else {
+                v
+            }
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60;
+    Some(secs * 1000 + milli)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version-1 database (routes `edge_pool` / `blackhole`) opened by this version:
+    /// its routes are carried into the network route tables with `pool:<id>` targets.
+    #[tokio::test]
+    async fn version_1_routes_become_route_table_entries() {
+        sqlx::any::install_default_drivers();
+        let dir = std::env::temp_dir().join(format!("canopy-mig-{}", crate::auth::new_id("t")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        let url = format!("sqlite:{}", path.display());
+        {
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            Migrator::new(Embedded(&MIGRATIONS[..1]))
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+            for sql in [
+                "INSERT INTO tenants VALUES ('ten-1', 'a', 0)",
+                "INSERT INTO networks VALUES ('net-1', 'ten-1', 'n', '10.0.0.0/16', 1, 0)",
+                "INSERT INTO edge_pools VALUES ('pool-1', 'p', 'direct', NULL, '[]', 0, 0, 0, '[]', 0)",
+                "INSERT INTO routes VALUES ('rt-1', 'ten-1', 'net-1', '0.0.0.0/0', 'edge_pool', 'pool-1', 1)",
+                "INSERT INTO routes VALUES ('rt-2', 'ten-1', 'net-1', '192.168.0.0/16', 'blackhole', NULL, 2)",
+            ] {
+                pool.execute(sql).await.unwrap();
+            }
+            pool.close().await;
+        }
+        let store = open(&url).await.unwrap();
+        let rows: Vec<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, table_key, target, edge_pool_id FROM routes ORDER BY id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "rt-1".into(),
+                    String::new(),
+                    "pool:pool-1".into(),
+                    Some("pool-1".into())
+                ),
+                ("rt-2".into(), String::new(), "blackhole".into(), None),
+            ]
+        );
+        let size: i64 = sqlx::query_scalar("SELECT port_block_size FROM edge_pools")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(size, 1024);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn rfc3339_formats() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_827_696_789), "2000-02-29T12:34:56.789Z");
         assert_eq!(rfc3339(1_795_555_477_000), "2026-11-24T21:24:37.000Z");
+    }
+
+    #[test]
+    fn rfc3339_parses() {
+        for ms in [0, 951_827_696_789, 1_795_555_477_000, 1_795_555_477_123] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-24T22:24:37+01:00"),
+            Some(1_795_555_477_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24T21:24:37Z"),
+            Some(1_795_555_477_000)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T21:24:37",
+            "2026-11-24T21:24:37.Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -278,6 +278,10 @@ pub struct EdgePoolCreate {
     /// overlapping no other pool's.
     #[serde(default)]
     pub public_ranges: Vec<String>,
+    /// Ports per NAT port block, 1..=64512 (default 1024); blocks lie in 1024..=65535.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 64512)]
+    pub port_block_size: Option<u32>,
 }
 
 /// A pool of edges.
@@ -301,6 +305,8 @@ pub struct EdgePool {
     pub nat: bool,
     /// Public ranges.
     pub public_ranges: Vec<String>,
+    /// Ports per NAT port block.
+    pub port_block_size: u32,
     /// RFC 3339 creation time.
     pub created_at: String,
 }
@@ -412,35 +418,30 @@ pub struct EdgeCreated {
     pub credential: String,
 }
 
-/// Where a route sends traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteTarget {
-    /// To an edge pool (`edge_pool_id`).
-    EdgePool,
-    /// Dropped.
-    Blackhole,
-}
-
-/// Add a route to a network.
+/// Add a route to a network's route table, or to one subnet's.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCreate {
     /// The network.
     pub network_id: String,
-    /// Destination IPv4 CIDR (e.g. `0.0.0.0/0`), one route per destination.
+    /// A subnet of the network: the route goes into that subnet's table, which is looked
+    /// up before the network's (longest prefix wins within a table). Default: the network's.
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// Destination IPv4 CIDR (e.g. `0.0.0.0/0`), one route per destination and table, not
+    /// inside the network's own CIDR (that one is the implicit `local` route).
     #[schema(
         pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$"
     )]
     pub destination: String,
-    /// Target kind.
-    pub target: RouteTarget,
-    /// The pool, for `edge_pool` targets (and only for them).
-    #[serde(default)]
-    pub edge_pool_id: Option<String>,
+    /// `pool:<edge pool id>` (internet or VPN-like pool, any tenant may use a pool),
+    /// `peering:<peering id>` (a peering of this network), or `blackhole`. `local` is
+    /// implicit for the network's CIDR and cannot be added.
+    #[schema(pattern = "^(blackhole|local|pool:.+|peering:.+)$")]
+    pub target: String,
 }
 
-/// A route of a network.
+/// A route of a network's (or a subnet's) route table.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Route {
     /// `rt-<12 hex>`.
@@ -449,14 +450,336 @@ pub struct Route {
     pub tenant_id: String,
     /// Network.
     pub network_id: String,
+    /// The subnet whose table holds the route; null for the network's table.
+    pub subnet_id: Option<String>,
     /// Destination CIDR.
     pub destination: String,
-    /// Target kind.
-    pub target: RouteTarget,
-    /// Target pool.
+    /// `pool:<id>`, `peering:<id>` or `blackhole`.
+    pub target: String,
+    /// The target pool (`pool:` targets).
     pub edge_pool_id: Option<String>,
+    /// The target peering (`peering:` targets).
+    pub peering_id: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
+}
+
+/// Traffic direction of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Towards the node.
+    Ingress,
+    /// From the node.
+    Egress,
+}
+
+/// A stateful allow rule of a security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityRule {
+    /// Direction.
+    pub direction: Direction,
+    /// `any`, `tcp`, `udp`, `icmp` or an IP protocol number 0..=255 (default `any`).
+    #[serde(default = "any_protocol")]
+    #[schema(pattern = "^(any|tcp|udp|icmp|[0-9]{1,3})$")]
+    pub protocol: String,
+    /// First port (tcp/udp only; with `port_to`, default: all ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port_from: Option<u16>,
+    /// Last port (tcp/udp only, >= `port_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port_to: Option<u16>,
+    /// The remote side as an IPv4 CIDR (exactly one of this and `remote_group_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_cidr: Option<String>,
+    /// The remote side as the nodes of a security group of the same network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_group_id: Option<String>,
+}
+
+fn any_protocol() -> String {
+    "any".into()
+}
+
+/// Create a security group in a network.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupCreate {
+    /// The network.
+    pub network_id: String,
+    /// Name, unique within the network (`default` is taken by the network's own).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
+    pub name: String,
+    /// Allow rules (everything else is denied).
+    #[serde(default)]
+    #[schema(max_items = 256)]
+    pub rules: Vec<SecurityRule>,
+}
+
+/// A security group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroup {
+    /// `sg-<12 hex>`.
+    pub id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// Network.
+    pub network_id: String,
+    /// Name.
+    pub name: String,
+    /// Allow rules.
+    pub rules: Vec<SecurityRule>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+/// Attach a security group to a node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupAttach {
+    /// A group of the node's network.
+    pub group_id: String,
+}
+
+/// A node's membership in a security group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroupAttachment {
+    /// `<node id>/<group id>`.
+    pub id: String,
+    /// The node.
+    pub node_id: String,
+    /// The group.
+    pub group_id: String,
+    /// Their network.
+    pub network_id: String,
+}
+
+/// What an ACL rule does with matching packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AclAction {
+    /// Let it pass.
+    Allow,
+    /// Drop it.
+    Deny,
+}
+
+/// A numbered, stateless rule of a subnet's network ACL; lowest number first, the first
+/// match decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Order, 1..=32766, unique per direction.
+    #[schema(minimum = 1, maximum = 32766)]
+    pub number: u32,
+    /// Allow or deny.
+    pub action: AclAction,
+    /// Into the subnet (`ingress`) or out of it (`egress`).
+    pub direction: Direction,
+    /// `any`, `tcp`, `udp`, `icmp` or an IP protocol number 0..=255 (default `any`).
+    #[serde(default = "any_protocol")]
+    #[schema(pattern = "^(any|tcp|udp|icmp|[0-9]{1,3})$")]
+    pub protocol: String,
+    /// First port (tcp/udp only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port_from: Option<u16>,
+    /// Last port (tcp/udp only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port_to: Option<u16>,
+    /// The other side, IPv4 CIDR.
+    pub cidr: String,
+}
+
+/// Replace a subnet's network ACL.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAclUpdate {
+    /// The rules (empty: allow everything).
+    #[schema(max_items = 256)]
+    pub rules: Vec<AclRule>,
+}
+
+/// The network ACL of a subnet.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NetworkAcl {
+    /// The subnet id (an ACL has no id of its own).
+    pub id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// Network.
+    pub network_id: String,
+    /// Subnet.
+    pub subnet_id: String,
+    /// Rules, sorted by direction and number.
+    pub rules: Vec<AclRule>,
+    /// RFC 3339 time of the last change (the subnet's creation when never set).
+    pub updated_at: String,
+}
+
+/// Peer two networks (the caller's `network_id` with `peer_network_id`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeeringCreate {
+    /// The caller's network.
+    pub network_id: String,
+    /// The other network (of the same tenant, or of another tenant, which must accept).
+    pub peer_network_id: String,
+}
+
+/// State of a peering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PeeringState {
+    /// Waiting for the other tenant to accept.
+    Pending,
+    /// Usable as a route target.
+    Active,
+}
+
+/// A peering between two networks with disjoint CIDRs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Peering {
+    /// `peer-<12 hex>`.
+    pub id: String,
+    /// The requesting tenant.
+    pub tenant_id: String,
+    /// Its network.
+    pub network_id: String,
+    /// The other tenant (the same one for a peering inside a tenant).
+    pub peer_tenant_id: String,
+    /// The other network.
+    pub peer_network_id: String,
+    /// `active` at once inside a tenant (or when the admin creates it), else `pending`
+    /// until the other tenant accepts.
+    pub state: PeeringState,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+/// Allocate an elastic IP of a pool to a tenant (admin).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpCreate {
+    /// The pool whose public ranges the address comes from.
+    pub pool_id: String,
+    /// The tenant that may associate it.
+    pub tenant_id: String,
+    /// The address; default: the lowest free one of the pool's ranges.
+    #[serde(default)]
+    #[schema(
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$"
+    )]
+    pub address: Option<String>,
+}
+
+/// Associate an elastic IP with a node of the same tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticIpAssociate {
+    /// The node (it may have one elastic IP).
+    pub node_id: String,
+}
+
+/// A public address of a pool bound 1:1 to a node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ElasticIp {
+    /// `eip-<12 hex>`.
+    pub id: String,
+    /// The pool.
+    pub pool_id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// The public IPv4 address.
+    pub address: String,
+    /// The node it is associated with, if any.
+    pub node_id: Option<String>,
+    /// That node's network.
+    pub network_id: Option<String>,
+    /// That node's host.
+    pub host_id: Option<String>,
+    /// RFC 3339 allocation time.
+    pub created_at: String,
+}
+
+/// Ask for a NAT port block for a node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortBlockCreate {
+    /// The NAT pool; default: the only NAT pool the node's route tables target.
+    #[serde(default)]
+    pub pool_id: Option<String>,
+}
+
+/// A (public address, port range) of a NAT pool held by a node. A node's blocks never
+/// share a port, so the port alone says which block (and node) a packet belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PortBlock {
+    /// `pb-<12 hex>`.
+    pub id: String,
+    /// The pool.
+    pub pool_id: String,
+    /// The node.
+    pub node_id: String,
+    /// The node's tenant.
+    pub tenant_id: String,
+    /// The node's network.
+    pub network_id: String,
+    /// The node's host.
+    pub host_id: String,
+    /// Public IPv4 address.
+    pub address: String,
+    /// First port.
+    pub port_first: u32,
+    /// Last port (inclusive).
+    pub port_last: u32,
+    /// RFC 3339 assignment time.
+    pub created_at: String,
+}
+
+/// Query of `GET /v1/port-blocks/lookup`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PortBlockLookup {
+    /// Public IPv4 address.
+    pub address: String,
+    /// Port.
+    #[param(minimum = 0, maximum = 65535)]
+    pub port: u32,
+    /// RFC 3339 time (e.g. `2026-11-25T22:00:00Z`); default: now.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// One assignment of a port block, from the log (kept after release).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PortBlockRecord {
+    /// The block.
+    pub block_id: String,
+    /// The pool.
+    pub pool_id: String,
+    /// Who held it.
+    pub node_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its network.
+    pub network_id: String,
+    /// Its virtual address.
+    pub vip: String,
+    /// Public address.
+    pub address: String,
+    /// First port.
+    pub port_first: u32,
+    /// Last port.
+    pub port_last: u32,
+    /// RFC 3339 assignment time.
+    pub assigned_at: String,
+    /// RFC 3339 release time; null while held.
+    pub released_at: Option<String>,
 }
 
 /// Resolve a virtual address (agents, edges, admin).
@@ -507,7 +830,7 @@ pub struct ListFilter {
     /// Only objects of this network.
     #[serde(default)]
     pub network_id: Option<String>,
-    /// Only nodes of this subnet.
+    /// Only nodes of this subnet, or routes of its table.
     #[serde(default)]
     pub subnet_id: Option<String>,
     /// Only nodes on this host.

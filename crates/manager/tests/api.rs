@@ -667,29 +667,70 @@ async fn routes_link_networks_to_pools() {
     each_backend(|db| async move {
         let s = Server::start(&db).await;
         let (_a, ta) = s.tenant("a").await;
+        let (_b, tb) = s.tenant("b").await;
         let pool = sv(
             &s.create("/v1/edge-pools", ADMIN, json!({"name": "p", "public_ranges": ["203.0.113.0/24"]}))
                 .await,
             "id",
         );
+        let vpn = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "vpn", "nat": false})).await, "id");
         let net = sv(
             &s.create("/v1/networks", &ta, json!({"name": "n", "cidr": "10.0.0.0/16"})).await,
             "id",
         );
+        let net2 = sv(&s.create("/v1/networks", &ta, json!({"name": "n2", "cidr": "10.1.0.0/16"})).await, "id");
+        let sub = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net, "name": "s", "cidr": "10.0.1.0/24"})).await, "id");
+        let sub2 = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net2, "name": "s", "cidr": "10.1.1.0/24"})).await, "id");
         let r = s
             .create(
                 "/v1/routes",
                 &ta,
-                json!({"network_id": net, "destination": "0.0.0.0/0", "target": "edge_pool", "edge_pool_id": pool}),
+                json!({"network_id": net, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")}),
             )
             .await;
-        assert_eq!(r["target"], "edge_pool");
+        assert_eq!(r["target"], format!("pool:{pool}"));
+        assert_eq!(r["edge_pool_id"], pool.as_str());
+        assert!(r["subnet_id"].is_null() && r["peering_id"].is_null());
+        // A pool is shared infrastructure: any tenant may route to it (VPN-like CIDR).
+        let other = s
+            .create("/v1/routes", &ta, json!({"network_id": net, "destination": "192.168.0.0/16", "target": format!("pool:{vpn}")}))
+            .await;
+        assert_eq!(other["edge_pool_id"], vpn.as_str());
+        // The same destination again in the network's table: 409; in a subnet's table: fine
+        // (it is looked up first, longest prefix within it).
         assert_error(
             &s.post("/v1/routes", &ta, json!({"network_id": net, "destination": "0.0.0.0/0", "target": "blackhole"}))
                 .await,
             409,
             "conflict",
             Some("destination"),
+        );
+        let in_sub = s
+            .create("/v1/routes", &ta, json!({"network_id": net, "subnet_id": sub, "destination": "0.0.0.0/0", "target": "blackhole"}))
+            .await;
+        assert_eq!(in_sub["subnet_id"], sub.as_str());
+        assert_error(
+            &s.post("/v1/routes", &ta, json!({"network_id": net, "subnet_id": sub, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")}))
+                .await,
+            409,
+            "conflict",
+            Some("destination"),
+        );
+        let (_, l) = s.get(&format!("/v1/routes?subnet_id={sub}"), &ta).await;
+        assert_eq!(l.as_array().unwrap().len(), 1);
+        assert_error(
+            &s.post("/v1/routes", &ta, json!({"network_id": net, "subnet_id": sub2, "destination": "0.0.0.0/0", "target": "blackhole"}))
+                .await,
+            422,
+            "incompatible",
+            Some("subnet_id"),
+        );
+        assert_error(
+            &s.post("/v1/routes", &tb, json!({"network_id": net, "destination": "8.8.8.0/24", "target": "blackhole"}))
+                .await,
+            404,
+            "not_found",
+            Some("network_id"),
         );
         assert_error(
             &s.post("/v1/routes", &ta, json!({"network_id": net, "destination": "10.0.5.0/24", "target": "blackhole"}))
@@ -698,31 +739,43 @@ async fn routes_link_networks_to_pools() {
             "local_destination",
             Some("destination"),
         );
+        for (target, status, code) in [
+            ("local", 422, "implicit_local"),
+            ("edge_pool", 422, "invalid_target"),
+            ("pool:", 422, "invalid_target"),
+            ("internet", 422, "invalid_target"),
+            ("pool:pool-000000000000", 404, "not_found"),
+            ("peering:peer-000000000000", 404, "not_found"),
+        ] {
+            assert_error(
+                &s.post("/v1/routes", &ta, json!({"network_id": net, "destination": "172.16.0.0/12", "target": target}))
+                    .await,
+                status,
+                code,
+                Some("target"),
+            );
+        }
         assert_error(
-            &s.post("/v1/routes", &ta, json!({"network_id": net, "destination": "192.168.0.0/16", "target": "edge_pool"}))
+            &s.post("/v1/routes", &ta, json!({"network_id": net, "destination": "172.16.0.1/12", "target": "blackhole"}))
                 .await,
             422,
-            "required",
-            Some("edge_pool_id"),
-        );
-        assert_error(
-            &s.post("/v1/routes", &ta, json!({"network_id": net, "destination": "192.168.0.0/16", "target": "edge_pool", "edge_pool_id": "pool-000000000000"}))
-                .await,
-            404,
-            "not_found",
-            Some("edge_pool_id"),
+            "invalid_cidr",
+            Some("destination"),
         );
         let bh = s
-            .create("/v1/routes", &ta, json!({"network_id": net, "destination": "192.168.0.0/16", "target": "blackhole"}))
+            .create("/v1/routes", &ta, json!({"network_id": net, "destination": "172.16.0.0/12", "target": "blackhole"}))
             .await;
         let (_, l) = s.get(&format!("/v1/routes?network_id={net}"), &ta).await;
-        assert_eq!(l.as_array().unwrap().len(), 2);
+        assert_eq!(l.as_array().unwrap().len(), 4);
         assert_error(
             &s.call("DELETE", &format!("/v1/edge-pools/{pool}"), Some(ADMIN), None).await,
             409,
             "in_use",
             None,
         );
+        assert_error(&s.call("DELETE", &format!("/v1/subnets/{sub}"), Some(&ta), None).await, 409, "in_use", None);
+        assert_eq!(s.delete(&format!("/v1/routes/{}", sv(&in_sub, "id")), &ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/subnets/{sub}"), &ta).await, 204);
         assert_eq!(s.delete(&format!("/v1/routes/{}", sv(&bh, "id")), &ta).await, 204);
         assert_eq!(s.get(&format!("/v1/routes/{}", sv(&bh, "id")), &ta).await.0, 404);
         assert_eq!(s.get(&format!("/v1/routes/{}", sv(&r, "id")), &ta).await.0, 200);
@@ -755,7 +808,7 @@ async fn resolve_is_authorised_and_counted() {
         s.create(
             "/v1/routes",
             &ta,
-            json!({"network_id": nid, "destination": "0.0.0.0/0", "target": "edge_pool", "edge_pool_id": p1}),
+            json!({"network_id": nid, "destination": "0.0.0.0/0", "target": format!("pool:{p1}")}),
         )
         .await;
         let ask = json!({"network_id": nid, "ip": "10.1.2.9"});
@@ -856,6 +909,9 @@ async fn every_write_bumps_the_revision_and_logs_a_change() {
                 (1, "tenant", "create"),
                 (2, "token", "create"),
                 (3, "network", "create"),
+                // The network's default security group comes and goes with it.
+                (3, "security_group", "create"),
+                (4, "security_group", "delete"),
                 (4, "network", "delete")
             ]
         );
@@ -1018,4 +1074,703 @@ async fn sqlite_store_is_wal_with_full_sync() {
         manager::open("mysql://x").await,
         Err(manager::store::StoreError::UnsupportedUrl(_))
     ));
+}
+
+#[tokio::test]
+async fn elastic_ips_allocate_associate_release() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let (ta_id, ta) = s.tenant("a").await;
+        let (tb_id, tb) = s.tenant("b").await;
+        let h1 = sv(
+            &s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await,
+            "id",
+        );
+        // A /30: two usable addresses (.1 and .2).
+        let pool = sv(
+            &s.create(
+                "/v1/edge-pools",
+                ADMIN,
+                json!({"name": "p", "public_ranges": ["198.51.100.0/30"]}),
+            )
+            .await,
+            "id",
+        );
+        let net = sv(
+            &s.create(
+                "/v1/networks",
+                &ta,
+                json!({"name": "n", "cidr": "10.0.0.0/16"}),
+            )
+            .await,
+            "id",
+        );
+        let sub = sv(
+            &s.create(
+                "/v1/subnets",
+                &ta,
+                json!({"network_id": net, "name": "s", "cidr": "10.0.0.0/24"}),
+            )
+            .await,
+            "id",
+        );
+        let vm = s
+            .create(
+                "/v1/nodes",
+                &ta,
+                json!({"subnet_id": sub, "name": "vm", "host_id": h1}),
+            )
+            .await;
+        let vm2 = sv(
+            &s.create(
+                "/v1/nodes",
+                &ta,
+                json!({"subnet_id": sub, "name": "vm2", "host_id": h1}),
+            )
+            .await,
+            "id",
+        );
+        let bnet = sv(
+            &s.create(
+                "/v1/networks",
+                &tb,
+                json!({"name": "n", "cidr": "10.0.0.0/16"}),
+            )
+            .await,
+            "id",
+        );
+        let bsub = sv(
+            &s.create(
+                "/v1/subnets",
+                &tb,
+                json!({"network_id": bnet, "name": "s", "cidr": "10.0.0.0/24"}),
+            )
+            .await,
+            "id",
+        );
+        let bvm = sv(
+            &s.create(
+                "/v1/nodes",
+                &tb,
+                json!({"subnet_id": bsub, "name": "vm", "host_id": h1}),
+            )
+            .await,
+            "id",
+        );
+
+        // Allocation (admin): lowest free, or the given one; bad input names the field.
+        let e1 = s
+            .create(
+                "/v1/elastic-ips",
+                ADMIN,
+                json!({"pool_id": pool, "tenant_id": ta_id}),
+            )
+            .await;
+        assert_eq!(e1["address"], "198.51.100.1");
+        assert!(e1["node_id"].is_null());
+        let e1 = sv(&e1, "id");
+        for (body, status, code, field) in [
+            (
+                json!({"pool_id": pool, "tenant_id": ta_id, "address": "198.51.100.1"}),
+                409,
+                "address_taken",
+                Some("address"),
+            ),
+            (
+                json!({"pool_id": pool, "tenant_id": ta_id, "address": "198.51.100.3"}),
+                422,
+                "outside_pool",
+                Some("address"),
+            ),
+            (
+                json!({"pool_id": pool, "tenant_id": ta_id, "address": "203.0.113.1"}),
+                422,
+                "outside_pool",
+                Some("address"),
+            ),
+            (
+                json!({"pool_id": pool, "tenant_id": ta_id, "address": "nope"}),
+                422,
+                "invalid_ip",
+                Some("address"),
+            ),
+            (
+                json!({"pool_id": "pool-000000000000", "tenant_id": ta_id}),
+                404,
+                "not_found",
+                Some("pool_id"),
+            ),
+            (
+                json!({"pool_id": pool, "tenant_id": "ten-000000000000"}),
+                404,
+                "not_found",
+                Some("tenant_id"),
+            ),
+            (
+                json!({"pool_id": pool}),
+                400,
+                "missing_field",
+                Some("tenant_id"),
+            ),
+        ] {
+            assert_error(
+                &s.post("/v1/elastic-ips", ADMIN, body).await,
+                status,
+                code,
+                field,
+            );
+        }
+        // Tenants do not allocate.
+        assert_error(
+            &s.post(
+                "/v1/elastic-ips",
+                &ta,
+                json!({"pool_id": pool, "tenant_id": ta_id}),
+            )
+            .await,
+            404,
+            "not_found",
+            None,
+        );
+        let e2 = s
+            .create(
+                "/v1/elastic-ips",
+                ADMIN,
+                json!({"pool_id": pool, "tenant_id": ta_id, "address": "198.51.100.2"}),
+            )
+            .await;
+        let e2 = sv(&e2, "id");
+        assert_error(
+            &s.post(
+                "/v1/elastic-ips",
+                ADMIN,
+                json!({"pool_id": pool, "tenant_id": tb_id}),
+            )
+            .await,
+            409,
+            "exhausted",
+            Some("pool_id"),
+        );
+
+        // Visibility: A and the admin; B neither sees nor touches them.
+        assert_eq!(
+            s.get("/v1/elastic-ips", &ta)
+                .await
+                .1
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            s.get("/v1/elastic-ips", &tb)
+                .await
+                .1
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(s.get(&format!("/v1/elastic-ips/{e1}"), &tb).await.0, 404);
+        let assoc = |id: &str| format!("/v1/elastic-ips/{id}/associate");
+        let disassoc = |id: &str| format!("/v1/elastic-ips/{id}/disassociate");
+        assert_error(
+            &s.post(&assoc(&e1), &tb, json!({"node_id": bvm})).await,
+            404,
+            "not_found",
+            None,
+        );
+        // A may not bind its address to B's node, nor to a node that does not exist.
+        assert_error(
+            &s.post(&assoc(&e1), &ta, json!({"node_id": bvm})).await,
+            404,
+            "not_found",
+            Some("node_id"),
+        );
+        assert_error(
+            &s.post(&assoc(&e1), &ta, json!({"node_id": "node-000000000000"}))
+                .await,
+            404,
+            "not_found",
+            Some("node_id"),
+        );
+        assert_error(
+            &s.post(&assoc(&e1), &ta, json!({"node": sv(&vm, "id")}))
+                .await,
+            400,
+            "unknown_field",
+            Some("node"),
+        );
+
+        // 1:1: one node per address, one address per node.
+        let (st, a1) = s
+            .post(&assoc(&e1), &ta, json!({"node_id": sv(&vm, "id")}))
+            .await;
+        assert_eq!(st, 200, "{a1}");
+        assert_eq!(a1["node_id"], vm["id"]);
+        assert_eq!(a1["network_id"], net.as_str());
+        assert_eq!(a1["host_id"], h1.as_str());
+        assert_error(
+            &s.post(&assoc(&e2), &ta, json!({"node_id": sv(&vm, "id")}))
+                .await,
+            409,
+            "conflict",
+            Some("node_id"),
+        );
+        assert_error(
+            &s.post(&assoc(&e1), &ta, json!({"node_id": vm2})).await,
+            409,
+            "in_use",
+            None,
+        );
+        assert_error(
+            &s.call("DELETE", &format!("/v1/elastic-ips/{e1}"), Some(&ta), None)
+                .await,
+            409,
+            "in_use",
+            None,
+        );
+        // Disassociate, then again (409).
+        let (st, d) = s.call("POST", &disassoc(&e1), Some(&ta), None).await;
+        assert_eq!(st, 200, "{d}");
+        assert!(d["node_id"].is_null() && d["host_id"].is_null());
+        assert_error(
+            &s.call("POST", &disassoc(&e1), Some(&ta), None).await,
+            409,
+            "not_associated",
+            None,
+        );
+        // Deleting a node frees its elastic IP.
+        assert_eq!(
+            s.post(&assoc(&e2), &ta, json!({"node_id": vm2})).await.0,
+            200
+        );
+        assert_eq!(s.delete(&format!("/v1/nodes/{vm2}"), &ta).await, 204);
+        assert!(s.get(&format!("/v1/elastic-ips/{e2}"), &ta).await.1["node_id"].is_null());
+        // The association and the disassociation are in the change log.
+        let ops: Vec<(String, String)> = sqlx::query_as(
+            "SELECT op, object_id FROM changes WHERE kind = 'elastic_ip' ORDER BY revision, seq",
+        )
+        .fetch_all(s.store.pool())
+        .await
+        .unwrap();
+        let ops: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
+        assert_eq!(
+            ops,
+            ["create", "create", "update", "update", "update", "update"]
+        );
+        // Release (tenant or admin); a tenant with addresses cannot be deleted; a pool with
+        // addresses neither.
+        assert_error(
+            &s.call(
+                "DELETE",
+                &format!("/v1/edge-pools/{pool}"),
+                Some(ADMIN),
+                None,
+            )
+            .await,
+            409,
+            "in_use",
+            None,
+        );
+        assert_eq!(s.delete(&format!("/v1/elastic-ips/{e1}"), &tb).await, 404);
+        assert_eq!(s.delete(&format!("/v1/elastic-ips/{e1}"), &ta).await, 204);
+        assert_eq!(s.get(&format!("/v1/elastic-ips/{e1}"), ADMIN).await.0, 404);
+        // Released, the address is free again.
+        let again = s
+            .create(
+                "/v1/elastic-ips",
+                ADMIN,
+                json!({"pool_id": pool, "tenant_id": tb_id}),
+            )
+            .await;
+        assert_eq!(again["address"], "198.51.100.1");
+        assert_error(
+            &s.call("DELETE", &format!("/v1/tenants/{tb_id}"), Some(ADMIN), None)
+                .await,
+            409,
+            "in_use",
+            None,
+        );
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn port_blocks_are_assigned_disjoint_logged_and_looked_up() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let (_ta_id, ta) = s.tenant("a").await;
+        let (_tb_id, tb) = s.tenant("b").await;
+        let h1 = s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await;
+        let h2 = s.create("/v1/hosts", ADMIN, json!({"name": "h2"})).await;
+        let (h1_id, agent1, agent2) = (sv(&h1, "id"), sv(&h1, "credential"), sv(&h2, "credential"));
+        for (size, status) in [(0, 422), (64513, 422)] {
+            assert_error(
+                &s.post("/v1/edge-pools", ADMIN, json!({"name": "bad", "public_ranges": ["192.0.2.0/29"], "port_block_size": size})).await,
+                status,
+                "out_of_range",
+                Some("port_block_size"),
+            );
+        }
+        // A /29 (usable .1 to .6), 16384 ports per block: 3 blocks per address.
+        let pool = s
+            .create("/v1/edge-pools", ADMIN, json!({"name": "p", "public_ranges": ["192.0.2.0/29"], "port_block_size": 16384}))
+            .await;
+        assert_eq!(pool["port_block_size"], 16384);
+        let pool = sv(&pool, "id");
+        let one = s.create("/v1/edge-pools", ADMIN, json!({"name": "one", "public_ranges": ["203.0.113.9/32"], "port_block_size": 64512})).await;
+        let one = sv(&one, "id");
+        assert_eq!(s.get(&format!("/v1/edge-pools/{one}"), ADMIN).await.1["port_block_size"], 64512);
+        let plain = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "plain", "nat": false})).await, "id");
+        let dflt = s.create("/v1/edge-pools", ADMIN, json!({"name": "dflt", "public_ranges": ["198.51.100.0/24"]})).await;
+        assert_eq!(dflt["port_block_size"], 1024);
+        // .1 is an elastic IP: port blocks never use it.
+        let (ta_id, _) = (sv(&s.get("/v1/tenants", &ta).await.1[0], "id"), ());
+        s.create("/v1/elastic-ips", ADMIN, json!({"pool_id": pool, "tenant_id": ta_id})).await;
+        let net = sv(&s.create("/v1/networks", &ta, json!({"name": "n", "cidr": "10.0.0.0/16"})).await, "id");
+        let sub = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net, "name": "s", "cidr": "10.0.0.0/24"})).await, "id");
+        let node = |name: &'static str| {
+            let s = &s;
+            let ta = ta.clone();
+            let sub = sub.clone();
+            let h1_id = h1_id.clone();
+            async move { sv(&s.create("/v1/nodes", &ta, json!({"subnet_id": sub, "name": name, "host_id": h1_id})).await, "id") }
+        };
+        let (n1, n2, n3) = (node("n1").await, node("n2").await, node("n3").await);
+        let blocks = |n: &str| format!("/v1/nodes/{n}/port-blocks");
+        // No NAT route yet.
+        assert_error(&s.post(&blocks(&n1), &agent1, json!({})).await, 409, "no_nat_pool", Some("pool_id"));
+        s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")})).await;
+        // Who may ask: the node's host's agent and the admin; nobody else.
+        for tok in [ta.as_str(), tb.as_str(), agent2.as_str()] {
+            assert_error(&s.post(&blocks(&n1), tok, json!({})).await, 404, "not_found", None);
+        }
+        let b1 = s.create(&blocks(&n1), &agent1, json!({})).await;
+        assert_eq!((b1["address"].as_str(), b1["port_first"].as_u64(), b1["port_last"].as_u64()), (Some("192.0.2.2"), Some(1024), Some(17407)));
+        assert_eq!(b1["host_id"], h1_id.as_str());
+        // More blocks for the same node: other port ranges (the port alone names the block).
+        let b2 = s.create(&blocks(&n1), ADMIN, json!({})).await;
+        assert_eq!((b2["address"].as_str(), b2["port_first"].as_u64()), (Some("192.0.2.2"), Some(17408)));
+        // Another node gets the same ports on the next address.
+        let c1 = s.create(&blocks(&n2), &agent1, json!({})).await;
+        assert_eq!((c1["address"].as_str(), c1["port_first"].as_u64(), c1["port_last"].as_u64()), (Some("192.0.2.3"), Some(1024), Some(17407)));
+        // Two NAT pools routed: the caller must choose; the choice must be routed and NAT.
+        s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "192.168.0.0/16", "target": format!("pool:{one}")})).await;
+        s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "172.16.0.0/12", "target": format!("pool:{plain}")})).await;
+        assert_error(&s.post(&blocks(&n3), &agent1, json!({})).await, 409, "ambiguous", Some("pool_id"));
+        assert_error(&s.post(&blocks(&n3), &agent1, json!({"pool_id": plain})).await, 409, "not_routed", Some("pool_id"));
+        assert_error(&s.post(&blocks(&n3), &agent1, json!({"pool_id": "pool-000000000000"})).await, 404, "not_found", Some("pool_id"));
+        assert_error(&s.post(&blocks(&n3), &agent1, json!({"pool": one})).await, 400, "unknown_field", Some("pool"));
+        let d1 = s.create(&blocks(&n3), &agent1, json!({"pool_id": one})).await;
+        assert_eq!((d1["address"].as_str(), d1["port_first"].as_u64(), d1["port_last"].as_u64()), (Some("203.0.113.9"), Some(1024), Some(65535)));
+        assert_error(&s.post(&blocks(&n3), &agent1, json!({"pool_id": one})).await, 409, "exhausted", None);
+        // n1's ports overlap the only block of `one`: none for n1 there.
+        assert_error(&s.post(&blocks(&n1), &agent1, json!({"pool_id": one})).await, 409, "exhausted", None);
+        // Listing: admin, the agent, the tenant; not B nor another agent.
+        for (tok, want) in [(ADMIN, 200), (agent1.as_str(), 200), (ta.as_str(), 200), (tb.as_str(), 404), (agent2.as_str(), 404)] {
+            let (st, v) = s.get(&blocks(&n1), tok).await;
+            assert_eq!(st, want, "{v}");
+            if st == 200 {
+                assert_eq!(v.as_array().unwrap().len(), 2);
+            }
+        }
+        // Lookup (admin): who had address:port at T.
+        let at = sv(&b1, "created_at");
+        let lookup = |addr: &str, port: u32, at: &str| format!("/v1/port-blocks/lookup?address={addr}&port={port}&at={at}");
+        let (st, who) = s.get(&lookup("192.0.2.2", 17407, &at), ADMIN).await;
+        assert_eq!(st, 200, "{who}");
+        assert_eq!(who["node_id"].as_str(), Some(n1.as_str()));
+        assert_eq!(who["block_id"], b1["id"]);
+        assert_eq!(who["vip"], "10.0.0.2");
+        assert!(who["released_at"].is_null());
+        assert_eq!(s.get(&lookup("192.0.2.2", 17408, &sv(&b2, "created_at")), ADMIN).await.1["block_id"], b2["id"]);
+        assert_eq!(s.get(&lookup("192.0.2.3", 2000, &sv(&c1, "created_at")), ADMIN).await.1["node_id"].as_str(), Some(n2.as_str()));
+        assert_error(&s.get(&lookup("192.0.2.2", 2000, "2000-01-01T00:00:00Z"), ADMIN).await, 404, "not_found", None);
+        assert_error(&s.get(&lookup("192.0.2.2", 1023, &at), ADMIN).await, 404, "not_found", None);
+        assert_eq!(s.get("/v1/port-blocks/lookup?address=192.0.2.2&port=1024", ADMIN).await.0, 200);
+        for (q, status, code, field) in [
+            ("address=x&port=1", 422, "invalid_ip", Some("address")),
+            ("address=192.0.2.2&port=70000", 422, "out_of_range", Some("port")),
+            ("address=192.0.2.2&port=1&at=yesterday", 422, "invalid_time", Some("at")),
+            ("address=192.0.2.2&port=abc", 400, "invalid_query", None),
+        ] {
+            let got = s.get(&format!("/v1/port-blocks/lookup?{q}"), ADMIN).await;
+            assert_eq!(got.0, status, "{q}: {}", got.1);
+            assert_eq!(got.1["code"], code, "{q}: {}", got.1);
+            if let Some(f) = field {
+                assert_eq!(got.1["field"], f, "{q}");
+            }
+        }
+        for tok in [ta.as_str(), agent1.as_str()] {
+            assert_eq!(s.get(&lookup("192.0.2.2", 2000, &at), tok).await.0, 404);
+        }
+        // Release by the agent; the log keeps who had it.
+        let b1_id = sv(&b1, "id");
+        assert_eq!(s.delete(&format!("/v1/port-blocks/{b1_id}"), &agent2).await, 404);
+        assert_eq!(s.delete(&format!("/v1/port-blocks/{b1_id}"), &ta).await, 404);
+        assert_eq!(s.delete(&format!("/v1/port-blocks/{b1_id}"), &agent1).await, 204);
+        assert_eq!(s.delete(&format!("/v1/port-blocks/{b1_id}"), &agent1).await, 404);
+        let (_, who) = s.get(&lookup("192.0.2.2", 2000, &at), ADMIN).await;
+        assert_eq!(who["node_id"].as_str(), Some(n1.as_str()));
+        assert!(who["released_at"].is_string());
+        assert_error(&s.get("/v1/port-blocks/lookup?address=192.0.2.2&port=2000", ADMIN).await, 404, "not_found", None);
+        // n2's next block avoids its own ports 1024..17407; the freed (.2, 1024) goes to n4.
+        let c2 = s.create(&blocks(&n2), &agent1, json!({"pool_id": pool})).await;
+        assert_eq!((c2["address"].as_str(), c2["port_first"].as_u64()), (Some("192.0.2.3"), Some(17408)));
+        let n4 = node("n4").await;
+        let e1 = s.create(&blocks(&n4), &agent1, json!({"pool_id": pool})).await;
+        assert_eq!((e1["address"].as_str(), e1["port_first"].as_u64()), (Some("192.0.2.2"), Some(1024)));
+        // Deleting a node releases its blocks (logged), and a pool with blocks stays.
+        assert_error(&s.call("DELETE", &format!("/v1/edge-pools/{one}"), Some(ADMIN), None).await, 409, "in_use", None);
+        assert_eq!(s.delete(&format!("/v1/nodes/{n2}"), &ta).await, 204);
+        let (_, who) = s.get(&lookup("192.0.2.3", 2000, &sv(&c1, "created_at")), ADMIN).await;
+        assert_eq!(who["node_id"].as_str(), Some(n2.as_str()));
+        assert!(who["released_at"].is_string());
+        let kinds: Vec<(String, String)> = sqlx::query_as("SELECT kind, op FROM changes WHERE kind = 'port_block' ORDER BY revision, seq")
+            .fetch_all(s.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(kinds.iter().filter(|(_, op)| op == "create").count(), 6);
+        assert_eq!(kinds.iter().filter(|(_, op)| op == "delete").count(), 3);
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn peerings_within_and_across_tenants_are_route_targets() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let (_a, ta) = s.tenant("a").await;
+        let (_b, tb) = s.tenant("b").await;
+        let (_c, tc) = s.tenant("c").await;
+        let net = |tok: &str, name: &str, cidr: &str| {
+            let (s, tok, body) = (&s, tok.to_string(), json!({"name": name, "cidr": cidr}));
+            async move { sv(&s.create("/v1/networks", &tok, body).await, "id") }
+        };
+        let n1 = net(&ta, "n1", "10.0.0.0/16").await;
+        let n2 = net(&ta, "n2", "10.1.0.0/16").await;
+        let bn = net(&tb, "bn", "10.2.0.0/16").await;
+        let bover = net(&tb, "bover", "10.0.0.0/16").await;
+        // Inside a tenant: active at once.
+        let inner = s.create("/v1/peerings", &ta, json!({"network_id": n1, "peer_network_id": n2})).await;
+        assert_eq!(inner["state"], "active");
+        for (body, status, code, field) in [
+            (json!({"network_id": n2, "peer_network_id": n1}), 409, "conflict", Some("peer_network_id")),
+            (json!({"network_id": n1, "peer_network_id": n1}), 422, "incompatible", Some("peer_network_id")),
+            (json!({"network_id": n1, "peer_network_id": bover}), 409, "overlap", Some("peer_network_id")),
+            (json!({"network_id": n1, "peer_network_id": "net-000000000000"}), 404, "not_found", Some("peer_network_id")),
+            (json!({"network_id": bn, "peer_network_id": n1}), 404, "not_found", Some("network_id")),
+            (json!({"network_id": n1}), 400, "missing_field", Some("peer_network_id")),
+        ] {
+            assert_error(&s.post("/v1/peerings", &ta, body).await, status, code, field);
+        }
+        // Across tenants: pending until the other tenant accepts.
+        let cross = s.create("/v1/peerings", &ta, json!({"network_id": n1, "peer_network_id": bn})).await;
+        assert_eq!(cross["state"], "pending");
+        let x = sv(&cross, "id");
+        let target = format!("peering:{x}");
+        assert_error(
+            &s.post("/v1/routes", &ta, json!({"network_id": n1, "destination": "10.2.0.0/16", "target": target})).await,
+            409,
+            "not_active",
+            Some("target"),
+        );
+        assert_error(&s.call("POST", &format!("/v1/peerings/{x}/accept"), Some(&ta), None).await, 409, "not_peer", None);
+        assert_error(&s.call("POST", &format!("/v1/peerings/{x}/accept"), Some(&tc), None).await, 404, "not_found", None);
+        assert_eq!(s.get(&format!("/v1/peerings/{x}"), &tb).await.0, 200);
+        assert_eq!(s.get(&format!("/v1/peerings/{x}"), &tc).await.0, 404);
+        assert_eq!(s.get("/v1/peerings", &tb).await.1.as_array().unwrap().len(), 1);
+        assert_eq!(s.get("/v1/peerings", &ta).await.1.as_array().unwrap().len(), 2);
+        assert_eq!(s.get("/v1/peerings", &tc).await.1.as_array().unwrap().len(), 0);
+        let (st, acc) = s.call("POST", &format!("/v1/peerings/{x}/accept"), Some(&tb), None).await;
+        assert_eq!((st, acc["state"].as_str()), (200, Some("active")), "{acc}");
+        assert_error(&s.call("POST", &format!("/v1/peerings/{x}/accept"), Some(&tb), None).await, 409, "not_pending", None);
+        // Now both sides may route to it; a network that is not a side may not.
+        let r1 = s.create("/v1/routes", &ta, json!({"network_id": n1, "destination": "10.2.0.0/16", "target": target})).await;
+        assert_eq!(r1["peering_id"], x.as_str());
+        let r2 = s.create("/v1/routes", &tb, json!({"network_id": bn, "destination": "10.0.0.0/16", "target": target})).await;
+        assert_error(
+            &s.post("/v1/routes", &ta, json!({"network_id": n2, "destination": "10.2.0.0/16", "target": target})).await,
+            404,
+            "not_found",
+            Some("target"),
+        );
+        // Guards: routes keep the peering, peerings keep the networks.
+        assert_error(&s.call("DELETE", &format!("/v1/peerings/{x}"), Some(&tb), None).await, 409, "in_use", None);
+        assert_error(&s.call("DELETE", &format!("/v1/networks/{n2}"), Some(&ta), None).await, 409, "in_use", None);
+        assert_eq!(s.delete(&format!("/v1/routes/{}", sv(&r1, "id")), &ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/routes/{}", sv(&r2, "id")), &tb).await, 204);
+        assert_eq!(s.delete(&format!("/v1/peerings/{x}"), &tc).await, 404);
+        assert_eq!(s.delete(&format!("/v1/peerings/{x}"), &tb).await, 204);
+        assert_eq!(s.get(&format!("/v1/peerings/{x}"), &ta).await.0, 404);
+        assert_eq!(s.delete(&format!("/v1/peerings/{}", sv(&inner, "id")), &ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/networks/{n2}"), &ta).await, 204);
+        // Each peering write is logged under both networks.
+        let nets: Vec<(Option<String>,)> = sqlx::query_as("SELECT network_id FROM changes WHERE kind = 'peering' AND object_id = $1 AND op = 'create'")
+            .bind(&x)
+            .fetch_all(s.store.pool())
+            .await
+            .unwrap();
+        let mut nets: Vec<String> = nets.into_iter().filter_map(|(n,)| n).collect();
+        nets.sort();
+        let mut want = vec![n1.clone(), bn.clone()];
+        want.sort();
+        assert_eq!(nets, want);
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn security_groups_default_rules_and_attachments() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let (_a, ta) = s.tenant("a").await;
+        let (_b, tb) = s.tenant("b").await;
+        s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await;
+        let net = sv(&s.create("/v1/networks", &ta, json!({"name": "n", "cidr": "10.0.0.0/16"})).await, "id");
+        let net2 = sv(&s.create("/v1/networks", &ta, json!({"name": "n2", "cidr": "10.1.0.0/16"})).await, "id");
+        let sub = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net, "name": "s", "cidr": "10.0.0.0/24"})).await, "id");
+        // The network's default group: all egress, ingress from itself.
+        let (_, l) = s.get(&format!("/v1/security-groups?network_id={net}"), &ta).await;
+        let groups = l.as_array().unwrap();
+        assert_eq!(groups.len(), 1);
+        let dflt = groups[0].clone();
+        let dflt_id = sv(&dflt, "id");
+        assert_eq!(dflt["name"], "default");
+        assert_eq!(
+            dflt["rules"],
+            json!([
+                {"direction": "egress", "protocol": "any", "remote_cidr": "0.0.0.0/0"},
+                {"direction": "ingress", "protocol": "any", "remote_group_id": dflt_id}
+            ])
+        );
+        // A new node is in the default group.
+        let vm = sv(&s.create("/v1/nodes", &ta, json!({"subnet_id": sub, "name": "vm"})).await, "id");
+        let (_, att) = s.get(&format!("/v1/nodes/{vm}/security-groups"), &ta).await;
+        assert_eq!(att, json!([{"id": format!("{vm}/{dflt_id}"), "node_id": vm, "group_id": dflt_id, "network_id": net}]));
+        // A group of its own, with rules naming CIDRs and groups.
+        let web = s
+            .create(
+                "/v1/security-groups",
+                &ta,
+                json!({"network_id": net, "name": "web", "rules": [
+                    {"direction": "ingress", "protocol": "tcp", "port_from": 443, "port_to": 443, "remote_cidr": "0.0.0.0/0"},
+                    {"direction": "ingress", "protocol": "ICMP", "remote_group_id": dflt_id},
+                    {"direction": "egress", "protocol": "47", "remote_cidr": "192.168.0.0/16"}
+                ]}),
+            )
+            .await;
+        assert_eq!(web["rules"][1]["protocol"], "icmp");
+        let web_id = sv(&web, "id");
+        let bad = |rule: Value| json!({"network_id": net, "name": "bad", "rules": [{"direction": "ingress", "remote_cidr": "0.0.0.0/0"}, rule]});
+        for (body, status, code, field) in [
+            (bad(json!({"direction": "ingress", "protocol": "gre", "remote_cidr": "0.0.0.0/0"})), 422, "invalid_protocol", Some("rules[1].protocol")),
+            (bad(json!({"direction": "ingress", "protocol": "256", "remote_cidr": "0.0.0.0/0"})), 422, "invalid_protocol", Some("rules[1].protocol")),
+            (bad(json!({"direction": "ingress", "protocol": "icmp", "port_from": 1, "port_to": 2, "remote_cidr": "0.0.0.0/0"})), 422, "incompatible", Some("rules[1].port_from")),
+            (bad(json!({"direction": "ingress", "protocol": "tcp", "port_from": 80, "remote_cidr": "0.0.0.0/0"})), 422, "required", Some("rules[1].port_to")),
+            (bad(json!({"direction": "ingress", "protocol": "tcp", "port_from": 90, "port_to": 80, "remote_cidr": "0.0.0.0/0"})), 422, "out_of_range", Some("rules[1].port_to")),
+            (bad(json!({"direction": "ingress", "protocol": "tcp", "port_from": 1, "port_to": 70000, "remote_cidr": "0.0.0.0/0"})), 400, "invalid_value", Some("rules[1].port_to")),
+            (bad(json!({"direction": "ingress"})), 422, "required", Some("rules[1].remote_cidr")),
+            (bad(json!({"direction": "ingress", "remote_cidr": "10.0.0.1/8"})), 422, "invalid_cidr", Some("rules[1].remote_cidr")),
+            (bad(json!({"direction": "ingress", "remote_cidr": "10.0.0.0/8", "remote_group_id": dflt_id})), 422, "incompatible", Some("rules[1].remote_group_id")),
+            (bad(json!({"direction": "ingress", "remote_group_id": "sg-000000000000"})), 404, "not_found", Some("rules[1].remote_group_id")),
+            (bad(json!({"direction": "sideways", "remote_cidr": "0.0.0.0/0"})), 400, "invalid_value", Some("rules[1].direction")),
+            (json!({"network_id": net, "name": "default"}), 409, "conflict", Some("name")),
+            (json!({"network_id": net, "name": "bad name"}), 422, "invalid_name", Some("name")),
+        ] {
+            assert_error(&s.post("/v1/security-groups", &ta, body.clone()).await, status, code, field);
+        }
+        // Another network's group is not a remote here, nor attachable.
+        let other = sv(&s.get(&format!("/v1/security-groups?network_id={net2}"), &ta).await.1[0], "id");
+        assert_error(&s.post("/v1/security-groups", &ta, bad(json!({"direction": "ingress", "remote_group_id": other}))).await, 404, "not_found", Some("rules[1].remote_group_id"));
+        let atts = format!("/v1/nodes/{vm}/security-groups");
+        assert_error(&s.post(&atts, &ta, json!({"group_id": other})).await, 422, "incompatible", Some("group_id"));
+        // Tenant B sees none of it.
+        assert_eq!(s.get(&format!("/v1/security-groups/{web_id}"), &tb).await.0, 404);
+        assert_eq!(s.get("/v1/security-groups", &tb).await.1.as_array().unwrap().len(), 0);
+        assert_error(&s.post(&atts, &tb, json!({"group_id": web_id})).await, 404, "not_found", None);
+        // Attach, twice (409), detach; guards on delete.
+        assert_eq!(s.create(&atts, &ta, json!({"group_id": web_id})).await["id"], format!("{vm}/{web_id}"));
+        assert_error(&s.post(&atts, &ta, json!({"group_id": web_id})).await, 409, "conflict", Some("group_id"));
+        assert_eq!(s.get(&atts, &ta).await.1.as_array().unwrap().len(), 2);
+        assert_error(&s.call("DELETE", &format!("/v1/security-groups/{web_id}"), Some(&ta), None).await, 409, "in_use", None);
+        assert_error(&s.call("DELETE", &format!("/v1/security-groups/{dflt_id}"), Some(&ta), None).await, 409, "default_group", None);
+        let refs = s.create("/v1/security-groups", &ta, json!({"network_id": net, "name": "refs", "rules": [{"direction": "ingress", "remote_group_id": web_id}]})).await;
+        assert_eq!(s.delete(&format!("{atts}/{web_id}"), &ta).await, 204);
+        assert_eq!(s.delete(&format!("{atts}/{web_id}"), &ta).await, 404);
+        assert_error(&s.call("DELETE", &format!("/v1/security-groups/{web_id}"), Some(&ta), None).await, 409, "in_use", None);
+        // A network with groups of its own cannot go; deleting the node detaches it.
+        assert_eq!(s.delete(&format!("/v1/nodes/{vm}"), &ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/subnets/{sub}"), &ta).await, 204);
+        assert_error(&s.call("DELETE", &format!("/v1/networks/{net}"), Some(&ta), None).await, 409, "in_use", None);
+        assert_eq!(s.delete(&format!("/v1/security-groups/{}", sv(&refs, "id")), &ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/security-groups/{web_id}"), &tb).await, 404);
+        assert_eq!(s.delete(&format!("/v1/security-groups/{web_id}"), &ta).await, 204);
+        assert_eq!(s.delete(&format!("/v1/networks/{net}"), &ta).await, 204);
+        assert_eq!(s.get(&format!("/v1/security-groups/{dflt_id}"), ADMIN).await.0, 404);
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn network_acls_are_ordered_rules_per_subnet() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let (_a, ta) = s.tenant("a").await;
+        let (_b, tb) = s.tenant("b").await;
+        let net = sv(&s.create("/v1/networks", &ta, json!({"name": "n", "cidr": "10.0.0.0/16"})).await, "id");
+        let sub = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net, "name": "s", "cidr": "10.0.0.0/24"})).await, "id");
+        let acl = format!("/v1/subnets/{sub}/acl");
+        // None set: empty (allow all).
+        let (st, v) = s.get(&acl, &ta).await;
+        assert_eq!((st, v["rules"].clone(), v["subnet_id"].clone()), (200, json!([]), json!(sub)));
+        let rules = json!({"rules": [
+            {"number": 200, "action": "allow", "direction": "ingress", "cidr": "0.0.0.0/0"},
+            {"number": 100, "action": "deny", "direction": "ingress", "protocol": "TCP", "port_from": 22, "port_to": 22, "cidr": "0.0.0.0/0"},
+            {"number": 100, "action": "allow", "direction": "egress", "cidr": "0.0.0.0/0"}
+        ]});
+        let (st, v) = s.call("PUT", &acl, Some(&ta), Some(rules)).await;
+        assert_eq!(st, 200, "{v}");
+        // Sorted: ingress by number, then egress.
+        let order: Vec<(String, u64)> = v["rules"].as_array().unwrap().iter().map(|r| (sv(r, "direction"), r["number"].as_u64().unwrap())).collect();
+        assert_eq!(order, [("ingress".to_string(), 100), ("ingress".to_string(), 200), ("egress".to_string(), 100)]);
+        assert_eq!(v["rules"][0]["protocol"], "tcp");
+        assert_eq!(s.get(&acl, &ta).await.1, v);
+        let one = |rule: Value| json!({"rules": [{"number": 1, "action": "allow", "direction": "ingress", "cidr": "0.0.0.0/0"}, rule]});
+        for (body, status, code, field) in [
+            (one(json!({"number": 1, "action": "deny", "direction": "ingress", "cidr": "0.0.0.0/0"})), 422, "duplicate", Some("rules[1].number")),
+            (one(json!({"number": 0, "action": "deny", "direction": "ingress", "cidr": "0.0.0.0/0"})), 422, "out_of_range", Some("rules[1].number")),
+            (one(json!({"number": 40000, "action": "deny", "direction": "ingress", "cidr": "0.0.0.0/0"})), 422, "out_of_range", Some("rules[1].number")),
+            (one(json!({"number": 2, "action": "deny", "direction": "ingress", "cidr": "10.0.0.1/8"})), 422, "invalid_cidr", Some("rules[1].cidr")),
+            (one(json!({"number": 2, "action": "deny", "direction": "ingress", "protocol": "udp", "port_from": 9, "port_to": 8, "cidr": "0.0.0.0/0"})), 422, "out_of_range", Some("rules[1].port_to")),
+            (one(json!({"number": 2, "action": "deny", "direction": "ingress", "protocol": "bogus", "cidr": "0.0.0.0/0"})), 422, "invalid_protocol", Some("rules[1].protocol")),
+            (one(json!({"number": 2, "action": "maybe", "direction": "ingress", "cidr": "0.0.0.0/0"})), 400, "invalid_value", Some("rules[1].action")),
+            (one(json!({"number": 2, "action": "deny", "direction": "ingress"})), 400, "missing_field", Some("rules[1].cidr")),
+        ] {
+            assert_error(&s.call("PUT", &acl, Some(&ta), Some(body)).await, status, code, field);
+        }
+        // The same number in the other direction is fine.
+        let (st, _) = s.call("PUT", &acl, Some(&ta), Some(one(json!({"number": 1, "action": "deny", "direction": "egress", "cidr": "0.0.0.0/0"})))).await;
+        assert_eq!(st, 200);
+        // Tenant B: 404 both ways; the ACL is unchanged.
+        assert_eq!(s.get(&acl, &tb).await.0, 404);
+        assert_eq!(s.call("PUT", &acl, Some(&tb), Some(json!({"rules": []}))).await.0, 404);
+        assert_eq!(s.get(&acl, &ta).await.1["rules"].as_array().unwrap().len(), 2);
+        // Logged as updates; the subnet takes its ACL with it.
+        assert_eq!(s.delete(&format!("/v1/subnets/{sub}"), &ta).await, 204);
+        let ops: Vec<(String,)> = sqlx::query_as("SELECT op FROM changes WHERE kind = 'network_acl' ORDER BY revision, seq")
+            .fetch_all(s.store.pool())
+            .await
+            .unwrap();
+        let ops: Vec<&str> = ops.iter().map(|(o,)| o.as_str()).collect();
+        assert_eq!(ops, ["update", "update", "delete"]);
+        assert_eq!(s.get(&acl, &ta).await.0, 404);
+        s.stop().await;
+    })
+    .await;
 }

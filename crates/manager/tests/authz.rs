@@ -73,10 +73,11 @@ async fn authorization_matrix() {
         let sub = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net, "name": "s", "cidr": "10.0.0.0/24"})).await, "id");
         let node = sv(&s.create("/v1/nodes", &ta, json!({"subnet_id": sub, "name": "vm", "host_id": h1_id})).await, "id");
         let route = sv(
-            &s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "0.0.0.0/0", "target": "edge_pool", "edge_pool_id": pool})).await,
+            &s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")})).await,
             "id",
         );
         let tok = sv(&s.create(&format!("/v1/tenants/{ta_id}/tokens"), &ta, json!({"name": "x"})).await, "id");
+        let sg = sv(&s.create("/v1/security-groups", &ta, json!({"network_id": net, "name": "g"})).await, "id");
 
         let mut m = Matrix { s: &s, failures: Vec::new(), checks: 0 };
         let admin = ("admin", Some(ADMIN));
@@ -95,6 +96,7 @@ async fn authorization_matrix() {
             ("/v1/subnets", format!("/v1/subnets/{sub}")),
             ("/v1/nodes", format!("/v1/nodes/{node}")),
             ("/v1/routes", format!("/v1/routes/{route}")),
+            ("/v1/security-groups", format!("/v1/security-groups/{sg}")),
         ];
         for (list, one) in &owned {
             for (who, want) in [(admin, 200), (a, 200), (b, 404), (agent, 404), (edge, 404), (none, 401), (bogus, 401)] {
@@ -132,6 +134,7 @@ async fn authorization_matrix() {
             ("/v1/subnets", json!({"network_id": net, "name": "x2", "cidr": "10.0.9.0/24"})),
             ("/v1/nodes", json!({"subnet_id": sub, "name": "x3"})),
             ("/v1/routes", json!({"network_id": net, "destination": "172.16.0.0/12", "target": "blackhole"})),
+            ("/v1/security-groups", json!({"network_id": net, "name": "x4"})),
         ];
         for (path, body) in &creates {
             for (who, want) in [(b, 404), (agent, 404), (edge, 404), (none, 401)] {
@@ -195,6 +198,108 @@ async fn authorization_matrix() {
         for (who, want) in [(agent, 404), (edge, 404)] {
             m.check(who, "POST", "/v1/resolve", Some(ask_b.clone()), want).await;
         }
+
+        // Elastic IPs: the admin allocates; A (the owner) and the admin see, associate,
+        // disassociate and release; nobody else.
+        let pn = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "pn", "public_ranges": ["192.0.2.0/29"]})).await, "id");
+        s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "8.8.8.0/24", "target": format!("pool:{pn}")})).await;
+        let alloc = json!({"pool_id": pn, "tenant_id": ta_id});
+        for (who, want) in [(a, 404), (b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "POST", "/v1/elastic-ips", Some(alloc.clone()), want).await;
+        }
+        let eip = sv(&m.check(admin, "POST", "/v1/elastic-ips", Some(alloc.clone()), 201).await, "id");
+        let eip_one = format!("/v1/elastic-ips/{eip}");
+        for (who, one, list, sees) in [
+            (admin, 200, 200, true),
+            (a, 200, 200, true),
+            (b, 404, 200, false),
+            (agent, 404, 404, false),
+            (edge, 404, 404, false),
+            (none, 401, 401, false),
+        ] {
+            m.check(who, "GET", &eip_one, None, one).await;
+            let v = m.check(who, "GET", "/v1/elastic-ips", None, list).await;
+            if list == 200 && ids(&v).contains(&eip) != sees {
+                m.failures.push(format!("{} GET /v1/elastic-ips: sees {eip} = {}", who.0, !sees));
+            }
+        }
+        let bind = json!({"node_id": node});
+        for (who, want) in [(b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "POST", &format!("{eip_one}/associate"), Some(bind.clone()), want).await;
+            m.check(who, "POST", &format!("{eip_one}/disassociate"), None, want).await;
+            m.check(who, "DELETE", &eip_one, None, want).await;
+        }
+        m.check(a, "POST", &format!("{eip_one}/associate"), Some(bind.clone()), 200).await;
+        m.check(a, "POST", &format!("{eip_one}/disassociate"), None, 200).await;
+        m.check(admin, "POST", &format!("{eip_one}/associate"), Some(bind.clone()), 200).await;
+        m.check(admin, "POST", &format!("{eip_one}/disassociate"), None, 200).await;
+
+        // Port blocks: the node's host's agent and the admin assign and release; the owner
+        // may list them too; only the admin looks up the log.
+        let pbs = format!("/v1/nodes/{node}/port-blocks");
+        for (who, want) in [(a, 404), (b, 404), (edge, 404), (none, 401)] {
+            m.check(who, "POST", &pbs, Some(json!({})), want).await;
+        }
+        let pb = m.check(agent, "POST", &pbs, Some(json!({})), 201).await;
+        let pb2 = m.check(admin, "POST", &pbs, Some(json!({})), 201).await;
+        for (who, want) in [(admin, 200), (a, 200), (agent, 200), (b, 404), (edge, 404), (none, 401)] {
+            m.check(who, "GET", &pbs, None, want).await;
+        }
+        let look = format!("/v1/port-blocks/lookup?address={}&port={}", sv(&pb, "address"), pb["port_first"]);
+        for (who, want) in [(admin, 200), (a, 404), (b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "GET", &look, None, want).await;
+        }
+        let pb_one = format!("/v1/port-blocks/{}", sv(&pb, "id"));
+        for (who, want) in [(a, 404), (b, 404), (edge, 404), (none, 401)] {
+            m.check(who, "DELETE", &pb_one, None, want).await;
+        }
+        m.check(agent, "DELETE", &pb_one, None, 204).await;
+        m.check(admin, "DELETE", &format!("/v1/port-blocks/{}", sv(&pb2, "id")), None, 204).await;
+        m.check(a, "DELETE", &eip_one, None, 204).await;
+
+        // A subnet's network ACL: A and the admin only.
+        let acl = format!("/v1/subnets/{sub}/acl");
+        for (who, want) in [(admin, 200), (a, 200), (b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "GET", &acl, None, want).await;
+        }
+        for (who, want) in [(b, 404), (agent, 404), (edge, 404), (none, 401), (a, 200), (admin, 200)] {
+            m.check(who, "PUT", &acl, Some(json!({"rules": []})), want).await;
+        }
+
+        // Security group attachments of A's node: A and the admin only.
+        let node_sgs = format!("/v1/nodes/{node}/security-groups");
+        for (who, want) in [(admin, 200), (a, 200), (b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "GET", &node_sgs, None, want).await;
+        }
+        for (who, want) in [(b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "POST", &node_sgs, Some(json!({"group_id": sg})), want).await;
+            m.check(who, "DELETE", &format!("{node_sgs}/{sg}"), None, want).await;
+        }
+        m.check(a, "POST", &node_sgs, Some(json!({"group_id": sg})), 201).await;
+        m.check(admin, "DELETE", &format!("{node_sgs}/{sg}"), None, 204).await;
+
+        // Peerings: both sides and the admin see them; only the other side accepts.
+        let (tb_net2, an2) = (
+            sv(&s.create("/v1/networks", &tb, json!({"name": "pb", "cidr": "10.9.0.0/16"})).await, "id"),
+            sv(&s.create("/v1/networks", &ta, json!({"name": "pa", "cidr": "10.8.0.0/16"})).await, "id"),
+        );
+        let peer_body = json!({"network_id": an2, "peer_network_id": tb_net2});
+        for (who, want) in [(b, 404), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "POST", "/v1/peerings", Some(peer_body.clone()), want).await;
+        }
+        let pe = sv(&m.check(a, "POST", "/v1/peerings", Some(peer_body), 201).await, "id");
+        let pe_one = format!("/v1/peerings/{pe}");
+        for (who, want) in [(admin, 200), (a, 200), (b, 200), (agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "GET", &pe_one, None, want).await;
+            m.check(who, "GET", "/v1/peerings", None, want).await;
+        }
+        for (who, want) in [(agent, 404), (edge, 404), (none, 401)] {
+            m.check(who, "POST", &format!("{pe_one}/accept"), None, want).await;
+            m.check(who, "DELETE", &pe_one, None, want).await;
+        }
+        m.check(a, "POST", &format!("{pe_one}/accept"), None, 409).await;
+        m.check(b, "POST", &format!("{pe_one}/accept"), None, 200).await;
+        m.check(b, "DELETE", &pe_one, None, 204).await;
 
         // Finally the allowed deletes, in dependency order.
         m.check(a, "DELETE", &format!("/v1/routes/{route}"), None, 204).await;
@@ -273,7 +378,7 @@ async fn bad_input_names_the_field() {
                 "malformed_json",
                 None,
             ),
-            (&ta, "/v1/networks", "[]".into(), 400, "invalid_value", None),
+            (&ta, "/v1/networks", "[]".into(), 400, "invalid_body", None),
             (
                 &ta,
                 "/v1/networks",
@@ -514,6 +619,38 @@ async fn bad_input_names_the_field() {
                 422,
                 "invalid_cidr",
                 Some("destination"),
+            ),
+            (
+                &ta,
+                "/v1/routes",
+                format!(r#"{{"network_id":"{net}","destination":"0.0.0.0/0","target":"nowhere"}}"#),
+                422,
+                "invalid_target",
+                Some("target"),
+            ),
+            (
+                &ta,
+                "/v1/routes",
+                format!(r#"{{"network_id":"{net}","subnet_id":"sub-000000000000","destination":"0.0.0.0/0","target":"blackhole"}}"#),
+                404,
+                "not_found",
+                Some("subnet_id"),
+            ),
+            (
+                ADMIN,
+                "/v1/elastic-ips",
+                r#"{"pool_id":"pool-000000000000","tenant_id":"ten-000000000000","address":"1.2.3"}"#.into(),
+                422,
+                "invalid_ip",
+                Some("address"),
+            ),
+            (
+                ADMIN,
+                "/v1/edge-pools",
+                r#"{"name":"pz","public_ranges":["192.0.2.0/24"],"port_block_size":100000}"#.into(),
+                422,
+                "out_of_range",
+                Some("port_block_size"),
             ),
             (
                 ADMIN,

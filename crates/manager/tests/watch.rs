@@ -207,7 +207,10 @@ async fn watch_snapshot_is_scoped_then_increments_follow() {
             "id",
         );
         let evs = st.until(is_change("host", h3)).await;
-        assert_eq!(evs.len(), 1, "{evs:?}");
+        // Before it only a2's membership in N1's default security group (recorded with a2).
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert_eq!(evs[0]["kind"], "security_group_attachment");
+        assert_eq!(evs[0]["object"]["node_id"], a2.as_str());
 
         // A node of N2 placed on h1 brings N2 into scope: it arrives whole.
         let b3 = sv(
@@ -303,7 +306,7 @@ async fn edge_watch_is_scoped_to_its_pool_and_ends_on_timeout_or_removal() {
         let pool = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "p", "nat": false})).await, "id");
         let edge = s.create("/v1/edges", ADMIN, json!({"pool_id": pool, "name": "e"})).await;
         let route = sv(
-            &s.create("/v1/routes", &w.ta, json!({"network_id": w.n2, "destination": "0.0.0.0/0", "target": "edge_pool", "edge_pool_id": pool}))
+            &s.create("/v1/routes", &w.ta, json!({"network_id": w.n2, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")}))
                 .await,
             "id",
         );
@@ -358,6 +361,72 @@ async fn second_replica_sees_writes_of_the_first() {
         drop(st);
         s2.stop().await;
         s1.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn elastic_ips_and_port_blocks_reach_their_host_and_pool_only() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        let (ta_id, ta) = s.tenant("a").await;
+        let h1 = s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await;
+        let h2 = s.create("/v1/hosts", ADMIN, json!({"name": "h2"})).await;
+        let pool = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "p", "public_ranges": ["192.0.2.0/29"]})).await, "id");
+        let other = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "q", "nat": false})).await, "id");
+        let e = s.create("/v1/edges", ADMIN, json!({"pool_id": pool, "name": "e"})).await;
+        let eq = s.create("/v1/edges", ADMIN, json!({"pool_id": other, "name": "eq"})).await;
+        let net = sv(&s.create("/v1/networks", &ta, json!({"name": "n", "cidr": "10.0.0.0/16"})).await, "id");
+        let sub = sv(&s.create("/v1/subnets", &ta, json!({"network_id": net, "name": "s", "cidr": "10.0.0.0/24"})).await, "id");
+        let n1 = sv(&s.create("/v1/nodes", &ta, json!({"subnet_id": sub, "name": "n1", "host_id": sv(&h1, "id")})).await, "id");
+        let n2 = sv(&s.create("/v1/nodes", &ta, json!({"subnet_id": sub, "name": "n2", "host_id": sv(&h2, "id")})).await, "id");
+        s.create("/v1/routes", &ta, json!({"network_id": net, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")})).await;
+        let eip = sv(&s.create("/v1/elastic-ips", ADMIN, json!({"pool_id": pool, "tenant_id": ta_id})).await, "id");
+        assert_eq!(s.post(&format!("/v1/elastic-ips/{eip}/associate"), &ta, json!({"node_id": n1})).await.0, 200);
+        let b1 = sv(&s.create(&format!("/v1/nodes/{n1}/port-blocks"), &sv(&h1, "credential"), json!({})).await, "id");
+
+        // Snapshots: h1's agent and p's edge get both, h2's agent and q's edge neither.
+        let mut a1 = Watch::open(&s, &sv(&h1, "credential"), "").await;
+        let mut a2 = Watch::open(&s, &sv(&h2, "credential"), "").await;
+        let mut ep = Watch::open(&s, &sv(&e, "credential"), "").await;
+        let mut eo = Watch::open(&s, &sv(&eq, "credential"), "").await;
+        for (w, want) in [(&mut a1, true), (&mut a2, false), (&mut ep, true), (&mut eo, false)] {
+            let snap = w.until(|e| e["type"] == "synced").await;
+            let (eips, blocks) = (upserted(&snap, "elastic_ip"), upserted(&snap, "port_block"));
+            if want {
+                assert_eq!((eips, blocks), (vec![eip.clone()], vec![b1.clone()]));
+                // The network's default security group and the nodes' memberships too.
+                assert_eq!(upserted(&snap, "security_group").len(), 1);
+                assert_eq!(upserted(&snap, "security_group_attachment").len(), 2);
+            } else {
+                assert!(eips.is_empty() && blocks.is_empty(), "{snap:?}");
+            }
+        }
+        // Increments: n2's block goes to h2's agent and p's edge, not to h1's agent.
+        let b2 = sv(&s.create(&format!("/v1/nodes/{n2}/port-blocks"), &sv(&h2, "credential"), json!({})).await, "id");
+        a2.until(is_change("port_block", b2.clone())).await;
+        ep.until(is_change("port_block", b2.clone())).await;
+        // Disassociation reaches the host the address left (and the pool's edge).
+        assert_eq!(s.call("POST", &format!("/v1/elastic-ips/{eip}/disassociate"), Some(&ta), None).await.0, 200);
+        let got = a1.until(is_change("elastic_ip", eip.clone())).await;
+        assert!(got.iter().all(|e| e["kind"] != "port_block"), "h1 saw n2's block: {got:?}");
+        assert!(got.last().unwrap()["object"]["node_id"].is_null());
+        ep.until(is_change("elastic_ip", eip.clone())).await;
+        // A marker every stream sees: nothing of the above reached h2 (eip) or q's edge.
+        let h3 = sv(&s.create("/v1/hosts", ADMIN, json!({"name": "h3"})).await, "id");
+        let got = a2.until(is_change("host", h3.clone())).await;
+        assert!(got.iter().all(|e| e["kind"] != "elastic_ip"), "{got:?}");
+        let got = eo.until(is_change("host", h3.clone())).await;
+        assert!(got.iter().all(|e| e["kind"] != "elastic_ip" && e["kind"] != "port_block"), "{got:?}");
+        // Releasing with the node's delete reaches h2's agent.
+        assert_eq!(s.delete(&format!("/v1/nodes/{n2}"), &ta).await, 204);
+        // (The network leaves h2's scope with its last node: a forget, then the release.)
+        let got = a2.until(is_change("port_block", b2.clone())).await;
+        assert_eq!(got.last().unwrap()["op"], "delete");
+        assert!(got.iter().any(|e| e["type"] == "forget"), "{got:?}");
+        // Close the streams, or the graceful stop waits for their timeouts.
+        drop((a1, a2, ep, eo));
+        s.stop().await;
     })
     .await;
 }

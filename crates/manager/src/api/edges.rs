@@ -22,10 +22,17 @@ use crate::AppState;
 /// Ranges public pool addresses may come from (RFC 5737 documentation ranges).
 pub const PUBLIC_RANGES_ALLOWED: [&str; 3] = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"];
 
+/// Ports a NAT pool hands out in blocks: 1024..=65535.
+pub const PORT_FIRST: u32 = 1024;
+/// How many ports that is.
+pub const PORT_SPAN: u32 = 65536 - PORT_FIRST;
+/// Default ports per block.
+pub const DEFAULT_PORT_BLOCK: u32 = 1024;
+
 /// Edge weights accepted.
 pub const WEIGHT_RANGE: (u32, u32) = (1, 10_000);
 
-pub(crate) const POOL_COLS: &str = "id, name, mode, anycast_locator, hash_fields, load_aware, split_large_flows, nat, public_ranges, created_at";
+pub(crate) const POOL_COLS: &str = "id, name, mode, anycast_locator, hash_fields, load_aware, split_large_flows, nat, public_ranges, port_block_size, created_at";
 pub(crate) const EDGE_COLS: &str =
     "id, pool_id, name, locator, weight, state, report_healthy, report_load, report_at, created_at";
 
@@ -37,14 +44,14 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
-fn enum_text<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn enum_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
-fn enum_from<T: serde::de::DeserializeOwned>(text: String) -> Result<T, sqlx::Error> {
+pub(crate) fn enum_from<T: serde::de::DeserializeOwned>(text: String) -> Result<T, sqlx::Error> {
     serde_json::from_value(serde_json::Value::String(text))
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
@@ -60,6 +67,7 @@ pub(crate) fn pool_from(row: &AnyRow) -> Result<EdgePool, sqlx::Error> {
         split_large_flows: i(row, "split_large_flows")? != 0,
         nat: i(row, "nat")? != 0,
         public_ranges: decode(row, "public_ranges")?,
+        port_block_size: i(row, "port_block_size")? as u32,
         created_at: ts(row)?,
     })
 }
@@ -116,7 +124,7 @@ fn check_weight(w: u32) -> ApiResult<u32> {
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "caller is not the admin", body = ErrorBody),
         (status = 409, description = "name taken, public range used by another pool, or locators exhausted", body = ErrorBody),
-        (status = 422, description = "invalid name, hash fields, public ranges or option combination", body = ErrorBody),
+        (status = 422, description = "invalid name, hash fields, public ranges, port block size or option combination", body = ErrorBody),
     ))]
 pub async fn create_pool(
     State(st): State<AppState>,
@@ -188,6 +196,14 @@ pub async fn create_pool(
         }
         ranges.push(c);
     }
+    let port_block_size = req.port_block_size.unwrap_or(DEFAULT_PORT_BLOCK);
+    if !(1..=PORT_SPAN).contains(&port_block_size) {
+        return Err(ApiError::invalid(
+            "out_of_range",
+            "port_block_size",
+            format!("port_block_size must be 1..={PORT_SPAN}"),
+        ));
+    }
     if nat && ranges.is_empty() {
         return Err(ApiError::invalid(
             "required",
@@ -236,11 +252,12 @@ pub async fn create_pool(
         split_large_flows: split,
         nat,
         public_ranges: ranges.iter().map(Cidr::to_string).collect(),
+        port_block_size,
         created_at: rfc3339(now),
     };
     sqlx::query(
-        "INSERT INTO edge_pools (id, name, mode, anycast_locator, hash_fields, load_aware, split_large_flows, nat, public_ranges, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO edge_pools (id, name, mode, anycast_locator, hash_fields, load_aware, split_large_flows, nat, public_ranges, port_block_size, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&pool.id)
     .bind(&pool.name)
@@ -251,6 +268,7 @@ pub async fn create_pool(
     .bind(i64::from(pool.split_large_flows))
     .bind(i64::from(pool.nat))
     .bind(to_json(&pool.public_ranges))
+    .bind(i64::from(pool.port_block_size))
     .bind(now)
     .execute(tx.conn())
     .await?;
@@ -312,7 +330,7 @@ pub async fn get_pool(
         (status = 400, description = "bad path", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such pool, or caller is not the admin", body = ErrorBody),
-        (status = 409, description = "the pool has edges or routes use it", body = ErrorBody),
+        (status = 409, description = "the pool has edges, elastic IPs or port blocks, or routes use it", body = ErrorBody),
     ))]
 pub async fn delete_pool(
     State(st): State<AppState>,
@@ -332,6 +350,14 @@ pub async fn delete_pool(
         (
             "SELECT id FROM routes WHERE edge_pool_id = $1 LIMIT 1",
             "routes pointing at it",
+        ),
+        (
+            "SELECT id FROM elastic_ips WHERE pool_id = $1 LIMIT 1",
+            "elastic IPs",
+        ),
+        (
+            "SELECT id FROM port_blocks WHERE pool_id = $1 LIMIT 1",
+            "port blocks",
         ),
     ] {
         if sqlx::query(sql)

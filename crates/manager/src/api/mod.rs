@@ -1,11 +1,16 @@
 //! The REST API: routes, the OpenAPI document, and helpers shared by the handlers.
 
+mod acls;
 mod edges;
+mod eips;
 mod hosts;
 mod networks;
 mod nodes;
+mod peerings;
+mod port_blocks;
 mod resolve;
 mod routes;
+mod security_groups;
 mod tenants;
 pub mod watch;
 
@@ -33,7 +38,7 @@ use crate::AppState;
 #[openapi(
     info(
         title = "Canopy manager API",
-        description = "Control plane of the Canopy virtual network: tenants, networks, subnets, hosts, nodes, edge pools, edges, routes and address resolution. Every error is JSON {code, message, field}. Objects of other tenants answer 404."
+        description = "Control plane of the Canopy virtual network: tenants, networks, subnets, hosts, nodes, edge pools, edges, route tables, security groups, network ACLs, peerings, elastic IPs, NAT port blocks and address resolution. Every error is JSON {code, message, field}. Objects of other tenants answer 404."
     ),
     paths(
         healthz,
@@ -74,6 +79,30 @@ use crate::AppState;
         routes::list_routes,
         routes::get_route,
         routes::delete_route,
+        acls::get_acl,
+        acls::put_acl,
+        security_groups::create_sg,
+        security_groups::list_sgs,
+        security_groups::get_sg,
+        security_groups::delete_sg,
+        security_groups::list_node_sgs,
+        security_groups::attach_sg,
+        security_groups::detach_sg,
+        peerings::create_peering,
+        peerings::list_peerings,
+        peerings::get_peering,
+        peerings::accept_peering,
+        peerings::delete_peering,
+        eips::create_eip,
+        eips::list_eips,
+        eips::get_eip,
+        eips::associate_eip,
+        eips::disassociate_eip,
+        eips::delete_eip,
+        port_blocks::create_block,
+        port_blocks::list_blocks,
+        port_blocks::delete_block,
+        port_blocks::lookup_block,
         resolve::resolve,
         resolve::stats,
         watch::watch,
@@ -83,7 +112,8 @@ use crate::AppState;
     tags(
         (name = "health"), (name = "tenants"), (name = "networks"), (name = "subnets"),
         (name = "hosts"), (name = "nodes"), (name = "edge-pools"), (name = "edges"),
-        (name = "routes"), (name = "resolve"), (name = "watch")
+        (name = "routes"), (name = "security-groups"), (name = "network-acls"), (name = "peerings"), (name = "elastic-ips"), (name = "port-blocks"), (name = "resolve"),
+        (name = "watch")
     )
 )]
 pub struct ApiDoc;
@@ -181,6 +211,57 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/routes/{id}",
             get(routes::get_route).delete(routes::delete_route),
+        )
+        .route(
+            "/v1/subnets/{id}/acl",
+            get(acls::get_acl).put(acls::put_acl),
+        )
+        .route(
+            "/v1/security-groups",
+            get(security_groups::list_sgs).post(security_groups::create_sg),
+        )
+        .route(
+            "/v1/security-groups/{id}",
+            get(security_groups::get_sg).delete(security_groups::delete_sg),
+        )
+        .route(
+            "/v1/nodes/{id}/security-groups",
+            get(security_groups::list_node_sgs).post(security_groups::attach_sg),
+        )
+        .route(
+            "/v1/nodes/{id}/security-groups/{group_id}",
+            axum::routing::delete(security_groups::detach_sg),
+        )
+        .route(
+            "/v1/peerings",
+            get(peerings::list_peerings).post(peerings::create_peering),
+        )
+        .route(
+            "/v1/peerings/{id}",
+            get(peerings::get_peering).delete(peerings::delete_peering),
+        )
+        .route("/v1/peerings/{id}/accept", post(peerings::accept_peering))
+        .route(
+            "/v1/elastic-ips",
+            get(eips::list_eips).post(eips::create_eip),
+        )
+        .route(
+            "/v1/elastic-ips/{id}",
+            get(eips::get_eip).delete(eips::delete_eip),
+        )
+        .route("/v1/elastic-ips/{id}/associate", post(eips::associate_eip))
+        .route(
+            "/v1/elastic-ips/{id}/disassociate",
+            post(eips::disassociate_eip),
+        )
+        .route(
+            "/v1/nodes/{id}/port-blocks",
+            get(port_blocks::list_blocks).post(port_blocks::create_block),
+        )
+        .route("/v1/port-blocks/lookup", get(port_blocks::lookup_block))
+        .route(
+            "/v1/port-blocks/{id}",
+            axum::routing::delete(port_blocks::delete_block),
         )
         .route("/v1/resolve", post(resolve::resolve))
         .route("/v1/stats", get(resolve::stats))
@@ -333,6 +414,21 @@ mod tests {
             "/v1/edges/{id}/report",
             "/v1/routes",
             "/v1/routes/{id}",
+            "/v1/subnets/{id}/acl",
+            "/v1/security-groups",
+            "/v1/security-groups/{id}",
+            "/v1/nodes/{id}/security-groups",
+            "/v1/nodes/{id}/security-groups/{group_id}",
+            "/v1/peerings",
+            "/v1/peerings/{id}",
+            "/v1/peerings/{id}/accept",
+            "/v1/elastic-ips",
+            "/v1/elastic-ips/{id}",
+            "/v1/elastic-ips/{id}/associate",
+            "/v1/elastic-ips/{id}/disassociate",
+            "/v1/nodes/{id}/port-blocks",
+            "/v1/port-blocks/{id}",
+            "/v1/port-blocks/lookup",
             "/v1/resolve",
             "/v1/stats",
             "/v1/watch",

@@ -230,6 +230,7 @@ pub async fn create_network(
     .await?;
     tx.record("network", Op::Create, &n.id, Some(&n.id), &n)
         .await?;
+    super::security_groups::create_default(&mut tx, &n).await?;
     tx.commit().await?;
     tracing::info!(network = %n.id, vni = n.vni, cidr = %n.cidr, "network created");
     Ok((StatusCode::CREATED, Json(n)))
@@ -294,7 +295,7 @@ pub async fn get_network(
         (status = 400, description = "bad path", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such network visible to the caller", body = ErrorBody),
-        (status = 409, description = "the network still has subnets or routes", body = ErrorBody),
+        (status = 409, description = "the network still has subnets, routes, peerings or security groups", body = ErrorBody),
     ))]
 pub async fn delete_network(
     State(st): State<AppState>,
@@ -303,14 +304,25 @@ pub async fn delete_network(
 ) -> ApiResult<StatusCode> {
     let mut tx = st.store.write().await?;
     let n = visible_network(tx.conn(), &p, &id, None).await?;
-    for (table, what) in [("subnets", "subnets"), ("routes", "routes")] {
-        if sqlx::query(&format!(
-            "SELECT id FROM {table} WHERE network_id = $1 LIMIT 1"
-        ))
-        .bind(&id)
-        .fetch_optional(tx.conn())
-        .await?
-        .is_some()
+    for (sql, what) in [
+        (
+            "SELECT id FROM subnets WHERE network_id = $1 LIMIT 1",
+            "subnets",
+        ),
+        (
+            "SELECT id FROM routes WHERE network_id = $1 LIMIT 1",
+            "routes",
+        ),
+        (
+            "SELECT id FROM peerings WHERE network_id = $1 OR peer_network_id = $1 LIMIT 1",
+            "peerings",
+        ),
+    ] {
+        if sqlx::query(sql)
+            .bind(&id)
+            .fetch_optional(tx.conn())
+            .await?
+            .is_some()
         {
             return Err(ApiError::conflict(
                 "in_use",
@@ -319,6 +331,7 @@ pub async fn delete_network(
             ));
         }
     }
+    super::security_groups::delete_default(&mut tx, &id).await?;
     sqlx::query("DELETE FROM networks WHERE id = $1")
         .bind(&id)
         .execute(tx.conn())
@@ -477,7 +490,7 @@ pub async fn get_subnet(
         (status = 400, description = "bad path", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such subnet visible to the caller", body = ErrorBody),
-        (status = 409, description = "the subnet still has nodes", body = ErrorBody),
+        (status = 409, description = "the subnet still has nodes or routes", body = ErrorBody),
     ))]
 pub async fn delete_subnet(
     State(st): State<AppState>,
@@ -486,18 +499,23 @@ pub async fn delete_subnet(
 ) -> ApiResult<StatusCode> {
     let mut tx = st.store.write().await?;
     let sn = visible_subnet(tx.conn(), &p, &id, None).await?;
-    if sqlx::query("SELECT id FROM nodes WHERE subnet_id = $1 LIMIT 1")
+    for (table, what) in [("nodes", "nodes"), ("routes", "routes in its table")] {
+        if sqlx::query(&format!(
+            "SELECT id FROM {table} WHERE subnet_id = $1 LIMIT 1"
+        ))
         .bind(&id)
         .fetch_optional(tx.conn())
         .await?
         .is_some()
-    {
-        return Err(ApiError::conflict(
-            "in_use",
-            None,
-            "the subnet still has nodes; delete them first",
-        ));
+        {
+            return Err(ApiError::conflict(
+                "in_use",
+                None,
+                format!("the subnet still has {what}; delete them first"),
+            ));
+        }
     }
+    super::acls::delete_for_subnet(&mut tx, &id).await?;
     sqlx::query("DELETE FROM subnets WHERE id = $1")
         .bind(&id)
         .execute(tx.conn())

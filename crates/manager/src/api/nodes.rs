@@ -200,6 +200,7 @@ pub async fn create_node(
     .await?;
     tx.record("node", Op::Create, &node.id, Some(&node.network_id), &node)
         .await?;
+    super::security_groups::attach_default(&mut tx, &node).await?;
     tx.commit().await?;
     tracing::info!(node = %node.id, vip = %node.vip, host = %node.host_id, "node created");
     Ok((StatusCode::CREATED, Json(node)))
@@ -252,7 +253,8 @@ pub async fn get_node(
     Ok(Json(visible_node(&mut conn, &p, &id).await?))
 }
 
-/// Delete a node; its VIP becomes free.
+/// Delete a node; its VIP becomes free, its elastic IP is disassociated and its port
+/// blocks are released (and logged as such).
 #[utoipa::path(delete, path = "/v1/nodes/{id}", tag = "nodes", security(("bearer" = [])),
     params(("id" = String, Path, description = "node id")),
     responses(
@@ -268,6 +270,9 @@ pub async fn delete_node(
 ) -> ApiResult<StatusCode> {
     let mut tx = st.store.write().await?;
     let node = visible_node(tx.conn(), &p, &id).await?;
+    super::eips::disassociate_node(&mut tx, &id).await?;
+    super::port_blocks::release_node(&mut tx, &id).await?;
+    super::security_groups::detach_node(&mut tx, &node).await?;
     sqlx::query("DELETE FROM nodes WHERE id = $1")
         .bind(&id)
         .execute(tx.conn())

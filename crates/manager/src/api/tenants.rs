@@ -146,7 +146,7 @@ pub async fn get_tenant(
         (status = 400, description = "bad path", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "no such tenant, or caller is not the admin", body = ErrorBody),
-        (status = 409, description = "the tenant still has networks", body = ErrorBody),
+        (status = 409, description = "the tenant still has networks or elastic IPs", body = ErrorBody),
     ))]
 pub async fn delete_tenant(
     State(st): State<AppState>,
@@ -161,16 +161,20 @@ pub async fn delete_tenant(
         .await?
         .ok_or_else(|| ApiError::not_found(None, "tenant"))?;
     let t = tenant_from(&row)?;
-    let used = sqlx::query("SELECT id FROM networks WHERE tenant_id = $1 LIMIT 1")
+    for (table, what) in [("networks", "networks"), ("elastic_ips", "elastic IPs")] {
+        let used = sqlx::query(&format!(
+            "SELECT id FROM {table} WHERE tenant_id = $1 LIMIT 1"
+        ))
         .bind(&id)
         .fetch_optional(tx.conn())
         .await?;
-    if used.is_some() {
-        return Err(ApiError::conflict(
-            "in_use",
-            None,
-            "the tenant still has networks; delete them first",
-        ));
+        if used.is_some() {
+            return Err(ApiError::conflict(
+                "in_use",
+                None,
+                format!("the tenant still has {what}; delete them first"),
+            ));
+        }
     }
     sqlx::query("DELETE FROM tokens WHERE kind = 'tenant' AND subject_id = $1")
         .bind(&id)

@@ -8,7 +8,8 @@
 //! Scope: an agent gets the networks in which its host has a node, an edge the networks
 //! with a route to its pool, the admin everything; plus, for all of them, the operator's
 //! infrastructure objects (hosts, edge pools, edges: locators and selection parameters,
-//! never credentials). Tenants and tokens are never sent.
+//! never credentials). Tenants and tokens are never sent. Elastic IPs and NAT port blocks
+//! go to the agent of their node's host and to the edges of their pool.
 //!
 //! Consistency: the snapshot is tagged with the revision R read *before* it, and the
 //! increments replay every change after R; every event is idempotent (upsert by id,
@@ -31,11 +32,16 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 
+use super::acls::{acl_from, ACL_COLS};
 use super::edges::{edge_from, pool_from, EDGE_COLS, POOL_COLS};
+use super::eips::{eip_from, EIP_COLS};
 use super::hosts::host_from;
 use super::networks::{network_from, subnet_from, NET_COLS, SUB_COLS};
 use super::nodes::{node_from, NODE_COLS};
+use super::peerings::{peering_from, PEER_COLS};
+use super::port_blocks::{block_from, BLOCK_COLS};
 use super::routes::{route_from, ROUTE_COLS};
+use super::security_groups::{attachment, sg_from, SG_COLS};
 use super::{i, opt_s, s};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -76,7 +82,9 @@ pub enum WatchEvent {
     },
     /// An object to create or replace (by `kind` and `object.id`).
     Upsert {
-        /// `host`, `edge_pool`, `edge`, `network`, `subnet`, `node` or `route`.
+        /// `host`, `edge_pool`, `edge`, `network`, `subnet`, `node`, `route`, `peering`,
+        /// `network_acl`, `security_group`, `security_group_attachment`, `elastic_ip` or
+        /// `port_block`.
         kind: String,
         /// The object, as the REST API shows it.
         #[schema(value_type = Object)]
@@ -287,6 +295,36 @@ impl Watcher {
         Ok(())
     }
 
+    /// Upserts of the elastic IPs and port blocks the viewer needs: those of its host's
+    /// nodes (agent), of its pool (edge), all (admin).
+    async fn send_attached(&self) -> Result<(), End> {
+        let pool = self.st.store.pool();
+        let (cond_eip, cond_pb, arg) = match &self.viewer {
+            Viewer::All => ("$1 = ''", "$1 = ''", String::new()),
+            Viewer::Host(h) => ("host_id = $1", "host_id = $1", h.clone()),
+            Viewer::Pool(_, p) => ("pool_id = $1", "pool_id = $1", p.clone()),
+        };
+        for row in sqlx::query(&format!(
+            "SELECT {EIP_COLS} FROM elastic_ips WHERE {cond_eip} ORDER BY id"
+        ))
+        .bind(&arg)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("elastic_ip", json(&eip_from(&row)?)).await?;
+        }
+        for row in sqlx::query(&format!(
+            "SELECT {BLOCK_COLS} FROM port_blocks WHERE {cond_pb} ORDER BY id"
+        ))
+        .bind(&arg)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("port_block", json(&block_from(&row)?)).await?;
+        }
+        Ok(())
+    }
+
     /// Upserts of one network and everything in it.
     async fn send_network(&self, id: &str) -> Result<(), End> {
         let pool = self.st.store.pool();
@@ -326,6 +364,45 @@ impl Watcher {
         {
             self.upsert("route", json(&route_from(&row)?)).await?;
         }
+        for row in sqlx::query(&format!(
+            "SELECT {ACL_COLS} FROM subnet_acls WHERE network_id = $1 ORDER BY subnet_id"
+        ))
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("network_acl", json(&acl_from(&row)?)).await?;
+        }
+        for row in sqlx::query(&format!(
+            "SELECT {SG_COLS} FROM security_groups WHERE network_id = $1 ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("security_group", json(&sg_from(&row)?)).await?;
+        }
+        for row in sqlx::query(
+            "SELECT node_id, group_id FROM node_security_groups WHERE network_id = $1 \
+             ORDER BY node_id, group_id",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            let a = attachment(&s(&row, "node_id")?, &s(&row, "group_id")?, id);
+            self.upsert("security_group_attachment", json(&a)).await?;
+        }
+        for row in sqlx::query(&format!(
+            "SELECT {PEER_COLS} FROM peerings WHERE network_id = $1 OR peer_network_id = $1 \
+             ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        {
+            self.upsert("peering", json(&peering_from(&row)?)).await?;
+        }
         Ok(())
     }
 
@@ -352,9 +429,19 @@ impl Watcher {
         Ok(())
     }
 
-    fn relevant(&self, kind: &str, network_id: Option<&str>) -> bool {
+    fn relevant(&self, kind: &str, network_id: Option<&str>, body: &Value) -> bool {
         match kind {
             "host" | "edge" | "edge_pool" => true,
+            // Elastic IPs and port blocks: the agent of the node's host (also the host an
+            // elastic IP just left), the edges of the pool.
+            "elastic_ip" | "port_block" => match &self.viewer {
+                Viewer::All => true,
+                Viewer::Host(h) => {
+                    body["host_id"].as_str() == Some(h.as_str())
+                        || body["previous_host_id"].as_str() == Some(h.as_str())
+                }
+                Viewer::Pool(_, p) => body["pool_id"].as_str() == Some(p.as_str()),
+            },
             "tenant" | "token" => self.viewer == Viewer::All,
             _ => match network_id {
                 Some(n) => self.viewer == Viewer::All || self.scope.contains(n),
@@ -412,6 +499,7 @@ impl Watcher {
             for n in self.scope.clone() {
                 self.send_network(&n).await?;
             }
+            self.send_attached().await?;
             self.send(&WatchEvent::Synced { revision: cursor }).await?;
         } else {
             cursor = since;
@@ -472,10 +560,10 @@ impl Watcher {
                     }
                     let kind = s(r, "kind")?;
                     let network_id = opt_s(r, "network_id")?;
-                    if !self.relevant(&kind, network_id.as_deref()) {
+                    let object = serde_json::from_str(&s(r, "body")?).unwrap_or(Value::Null);
+                    if !self.relevant(&kind, network_id.as_deref(), &object) {
                         continue;
                     }
-                    let object = serde_json::from_str(&s(r, "body")?).unwrap_or(Value::Null);
                     self.send(&WatchEvent::Change {
                         revision,
                         kind,
