@@ -1630,7 +1630,11 @@ mod tests {
         }
         // hashbrown's capacity() dips while deleted slots wait to be reused, and rehashes
         // in place while the table is at most half full: it must never grow.
-        assert!(ct.map.capacity() <= map_cap, "{} > {map_cap}", ct.map.capacity());
+        assert!(
+            ct.map.capacity() <= map_cap,
+            "{} > {map_cap}",
+            ct.map.capacity()
+        );
         assert_eq!(core::mem::size_of::<(Packed, Entry)>(), 64);
         assert!(ct.memory_bytes() < 256 * 300, "{}", ct.memory_bytes());
         assert_eq!(ct.keys.capacity(), keys_cap);
