@@ -117,6 +117,11 @@ impl ApiClient {
         self.send(self.request(Method::PATCH, path).json(body))
     }
 
+    /// `PUT path` with a JSON body.
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.request(Method::PUT, path).json(body))
+    }
+
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.request(Method::DELETE, path))

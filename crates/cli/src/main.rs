@@ -3,6 +3,7 @@
 mod api_client;
 mod capture;
 mod link;
+mod policy;
 mod resources;
 mod translate;
 
@@ -26,7 +27,8 @@ locator, the tenant's 24-bit network id and the VM's IPv4 address:
 
 Available: `canopy manager` (the control plane: REST API, SQLite or PostgreSQL), the
 verbs over its API (`canopy tenant|network|subnet|host|node|pool|edge create|list|show|delete`,
-`canopy resolve`; --url/CANOPY_URL, --token/CANOPY_TOKEN, --output table|json) and
+`canopy resolve`, `canopy route|peering|eip|port-block|security-group|acl ...`;
+--url/CANOPY_URL, --token/CANOPY_TOKEN, --output table|json) and
 `canopy translate` (the substrate encoding over capture files). The per-host agent, the
 edges and the lab come later.
 
@@ -65,6 +67,12 @@ enum Command {
     Pool(resources::PoolCmd),
     Edge(resources::EdgeCmd),
     Resolve(resources::ResolveCmd),
+    Route(policy::RouteCmd),
+    Peering(policy::PeeringCmd),
+    Eip(policy::EipCmd),
+    PortBlock(policy::PortBlockCmd),
+    SecurityGroup(policy::SecurityGroupCmd),
+    Acl(policy::AclCmd),
 }
 
 /// Exit code for bad arguments and unusable files, as for clap's usage errors.
@@ -113,6 +121,12 @@ fn main() -> ExitCode {
         Command::Pool(c) => api_verb(resources::Verb::Pool(c)),
         Command::Edge(c) => api_verb(resources::Verb::Edge(c)),
         Command::Resolve(c) => api_verb(resources::Verb::Resolve(c)),
+        Command::Route(c) => api_verb(resources::Verb::Route(c)),
+        Command::Peering(c) => api_verb(resources::Verb::Peering(c)),
+        Command::Eip(c) => api_verb(resources::Verb::Eip(c)),
+        Command::PortBlock(c) => api_verb(resources::Verb::PortBlock(c)),
+        Command::SecurityGroup(c) => api_verb(resources::Verb::SecurityGroup(c)),
+        Command::Acl(c) => api_verb(resources::Verb::Acl(c)),
     }
 }
 

@@ -479,7 +479,7 @@ pub struct ResolveCmd {
 // ---------------------------------------------------------------------------------------
 
 /// What a verb prints.
-enum Answer {
+pub(crate) enum Answer {
     /// One object (shown as `key  value` lines).
     One(Value, &'static [Col]),
     /// A list (shown as a table).
@@ -489,7 +489,7 @@ enum Answer {
 }
 
 /// A table column: header and the JSON key it shows.
-struct Col(&'static str, &'static str);
+pub(crate) struct Col(pub(crate) &'static str, pub(crate) &'static str);
 
 const TENANT: &[Col] = &[
     Col("ID", "id"),
@@ -567,6 +567,12 @@ pub enum Verb {
     Pool(PoolCmd),
     Edge(EdgeCmd),
     Resolve(ResolveCmd),
+    Route(crate::policy::RouteCmd),
+    Peering(crate::policy::PeeringCmd),
+    Eip(crate::policy::EipCmd),
+    PortBlock(crate::policy::PortBlockCmd),
+    SecurityGroup(crate::policy::SecurityGroupCmd),
+    Acl(crate::policy::AclCmd),
 }
 
 /// Runs one verb and prints its answer on stdout.
@@ -605,12 +611,30 @@ pub fn run(verb: Verb) -> Result<(), ClientError> {
             let a = Answer::One(client(&c.api)?.post("/v1/resolve", &body)?, RESOLUTION);
             (c.api, a)
         }
+        Verb::Route(c) => (
+            c.api.clone(),
+            crate::policy::route(&client(&c.api)?, c.verb)?,
+        ),
+        Verb::Peering(c) => (
+            c.api.clone(),
+            crate::policy::peering(&client(&c.api)?, c.verb)?,
+        ),
+        Verb::Eip(c) => (c.api.clone(), crate::policy::eip(&client(&c.api)?, c.verb)?),
+        Verb::PortBlock(c) => (
+            c.api.clone(),
+            crate::policy::port_block(&client(&c.api)?, c.verb)?,
+        ),
+        Verb::SecurityGroup(c) => (
+            c.api.clone(),
+            crate::policy::security_group(&client(&c.api)?, c.verb)?,
+        ),
+        Verb::Acl(c) => (c.api.clone(), crate::policy::acl(&client(&c.api)?, c.verb)?),
     };
     print!("{}", render(&answer, opts.output));
     Ok(())
 }
 
-fn client(opts: &ApiOpts) -> Result<ApiClient, ClientError> {
+pub(crate) fn client(opts: &ApiOpts) -> Result<ApiClient, ClientError> {
     ApiClient::new(&opts.url, opts.token.as_deref())
 }
 
@@ -841,11 +865,11 @@ fn edge(c: &ApiClient, verb: EdgeVerb) -> Result<Answer, ClientError> {
 // JSON helpers
 // ---------------------------------------------------------------------------------------
 
-fn s(v: &str) -> Value {
+pub(crate) fn s(v: &str) -> Value {
     Value::String(v.to_string())
 }
 
-fn opt(v: Option<&str>) -> Value {
+pub(crate) fn opt(v: Option<&str>) -> Value {
     v.map_or(Value::Null, s)
 }
 
@@ -859,7 +883,7 @@ fn flag(set: bool) -> Value {
 
 /// A JSON object of the pairs whose value is not null: optional fields the user did not
 /// give are left to the manager's defaults.
-fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+pub(crate) fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
     let mut m = Map::new();
     for (k, v) in pairs {
         if !v.is_null() {
@@ -877,13 +901,13 @@ fn value_name<T: ValueEnum>(v: &T) -> String {
 }
 
 /// `/v1/<collection>/<id>` with the id percent-encoded.
-fn path(collection: &str, id: &str) -> String {
+pub(crate) fn path(collection: &str, id: &str) -> String {
     format!("/v1/{collection}/{}", segment(id))
 }
 
 /// Percent-encodes everything but unreserved characters, so that an id cannot change
 /// the path.
-fn segment(id: &str) -> String {
+pub(crate) fn segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -908,11 +932,13 @@ fn render(answer: &Answer, output: Output) -> String {
             s.push('\n');
             s
         }
-        (Answer::One(v, cols), Output::Table) => render_one(v, cols),
-        (Answer::Many(v, cols), Output::Table) => match v.as_array() {
-            Some(rows) => render_table(rows, cols),
-            None => render_one(v, cols),
-        },
+        (Answer::One(v, cols), Output::Table) => render_one(&crate::policy::rules_as_text(v), cols),
+        (Answer::Many(v, cols), Output::Table) => {
+            match crate::policy::rules_as_text(v).as_array() {
+                Some(rows) => render_table(rows, cols),
+                None => render_one(v, cols),
+            }
+        }
     }
 }
 

@@ -353,6 +353,33 @@ fn every_verb_has_help_with_an_example() {
         &["edge", "update"],
         &["edge", "delete"],
         &["resolve"],
+        &["route", "create"],
+        &["route", "list"],
+        &["route", "show"],
+        &["route", "delete"],
+        &["peering", "create"],
+        &["peering", "accept"],
+        &["peering", "list"],
+        &["peering", "show"],
+        &["peering", "delete"],
+        &["eip", "allocate"],
+        &["eip", "associate"],
+        &["eip", "disassociate"],
+        &["eip", "release"],
+        &["eip", "list"],
+        &["eip", "show"],
+        &["port-block", "assign"],
+        &["port-block", "list"],
+        &["port-block", "release"],
+        &["port-block", "lookup"],
+        &["security-group", "create"],
+        &["security-group", "list"],
+        &["security-group", "show"],
+        &["security-group", "delete"],
+        &["security-group", "attach"],
+        &["security-group", "detach"],
+        &["acl", "show"],
+        &["acl", "set"],
     ];
     for verb in verbs {
         let mut args = verb.to_vec();
@@ -370,4 +397,402 @@ fn every_verb_has_help_with_an_example() {
             "{help}"
         );
     }
+}
+
+/// A tenant with its token, created by the admin: (tenant id, token).
+fn tenant_with_token(admin: &Session, name: &str) -> (String, String) {
+    let tenant = admin.json(&["tenant", "create", name]);
+    let tok = admin.json(&["tenant", "token", "create", &id(&tenant)]);
+    (
+        id(&tenant),
+        tok["token"].as_str().expect("token").to_string(),
+    )
+}
+
+/// Runs `canopy <args>` expecting clap to refuse the arguments (exit 2) and returns stderr.
+fn usage_error(s: &Session, args: &[&str]) -> String {
+    let o = s.run(args);
+    assert_eq!(o.status.code(), Some(2), "usage error expected: {o:?}");
+    stderr(&o)
+}
+
+#[test]
+fn routes_port_blocks_and_elastic_ips_through_the_cli() {
+    let m = Manager::start(ADMIN);
+    let admin = Session {
+        url: &m.url,
+        token: ADMIN,
+    };
+    let (tenant_id, token) = tenant_with_token(&admin, "acme");
+    let t = Session {
+        url: &m.url,
+        token: &token,
+    };
+    let host_id = id(&admin.json(&["host", "create", "h1"]));
+    let pool = admin.json(&[
+        "pool",
+        "create",
+        "internet",
+        "--public-range",
+        "198.51.100.0/28",
+    ]);
+    let pool_id = id(&pool);
+    let net_id = id(&t.json(&["network", "create", "web", "--cidr", "10.0.0.0/16"]));
+    let sub_id = id(&t.json(&[
+        "subnet",
+        "create",
+        "front",
+        "--network",
+        &net_id,
+        "--cidr",
+        "10.0.1.0/24",
+    ]));
+    let node_id = id(&t.json(&[
+        "node", "create", "vm1", "--subnet", &sub_id, "--host", &host_id,
+    ]));
+
+    // Routes: create, list (table and JSON), show; a bad destination names its field.
+    let target = format!("pool:{pool_id}");
+    let rt = t.json(&[
+        "route",
+        "create",
+        "--network",
+        &net_id,
+        "--destination",
+        "0.0.0.0/0",
+        "--target",
+        &target,
+    ]);
+    let rt_id = id(&rt);
+    assert_eq!(rt["edge_pool_id"].as_str(), Some(pool_id.as_str()));
+    assert_eq!(rt["subnet_id"], Value::Null);
+    let table = t.ok(&["route", "list", "--network", &net_id]);
+    assert!(
+        table.starts_with("ID") && table.contains("DESTINATION"),
+        "{table}"
+    );
+    assert!(
+        table.contains("0.0.0.0/0") && table.contains(&target),
+        "{table}"
+    );
+    assert_eq!(
+        t.json(&["route", "show", &rt_id])["target"].as_str(),
+        Some(target.as_str())
+    );
+    let sub_rt = t.json(&[
+        "route",
+        "create",
+        "--network",
+        &net_id,
+        "--subnet",
+        &sub_id,
+        "--destination",
+        "192.0.2.0/24",
+        "--target",
+        "blackhole",
+    ]);
+    assert_eq!(sub_rt["subnet_id"].as_str(), Some(sub_id.as_str()));
+    let listed = t.json(&["route", "list", "--subnet", &sub_id]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let err = t.fails(&[
+        "route",
+        "create",
+        "--network",
+        &net_id,
+        "--destination",
+        "10.0.0.1/8",
+        "--target",
+        "blackhole",
+    ]);
+    assert!(err.contains("(field: destination)"), "{err}");
+    assert_eq!(
+        t.ok(&["route", "delete", &id(&sub_rt)]),
+        format!("deleted route {}\n", id(&sub_rt))
+    );
+
+    // Port blocks: the admin assigns one (the network routes to the NAT pool), then finds
+    // who held an address and port at a time.
+    let pb = admin.json(&["port-block", "assign", "--node", &node_id]);
+    let pb_id = id(&pb);
+    assert_eq!(pb["pool_id"].as_str(), Some(pool_id.as_str()));
+    let address = pb["address"].as_str().unwrap().to_string();
+    let port = pb["port_first"].as_u64().unwrap().to_string();
+    let at = pb["created_at"].as_str().unwrap().to_string();
+    let blocks = admin.ok(&["port-block", "list", "--node", &node_id]);
+    assert!(
+        blocks.contains(&pb_id) && blocks.contains(&address),
+        "{blocks}"
+    );
+    let rec = admin.json(&[
+        "port-block",
+        "lookup",
+        "--address",
+        &address,
+        "--port",
+        &port,
+        "--at",
+        &at,
+    ]);
+    assert_eq!(rec["node_id"].as_str(), Some(node_id.as_str()));
+    assert_eq!(rec["vip"], "10.0.1.2");
+    let shown = admin.ok(&[
+        "port-block",
+        "lookup",
+        "--address",
+        &address,
+        "--port",
+        &port,
+    ]);
+    assert!(
+        shown.contains("vip") && shown.contains("10.0.1.2"),
+        "{shown}"
+    );
+    let err = admin.fails(&[
+        "port-block",
+        "lookup",
+        "--address",
+        &address,
+        "--port",
+        &port,
+        "--at",
+        "yesterday",
+    ]);
+    assert!(err.contains("(field: at)"), "{err}");
+    admin.ok(&["port-block", "release", &pb_id]);
+    let rec = admin.json(&[
+        "port-block",
+        "lookup",
+        "--address",
+        &address,
+        "--port",
+        &port,
+        "--at",
+        &at,
+    ]);
+    assert!(
+        rec["released_at"].is_string(),
+        "the log outlives the block: {rec}"
+    );
+
+    // Elastic IPs: the admin allocates, the tenant associates, disassociates, releases.
+    let eip = admin.json(&[
+        "eip", "allocate", "--pool", &pool_id, "--tenant", &tenant_id,
+    ]);
+    let eip_id = id(&eip);
+    assert!(eip["address"].as_str().unwrap().starts_with("198.51.100."));
+    assert_eq!(eip["node_id"], Value::Null);
+    let assoc = t.json(&["eip", "associate", &eip_id, "--node", &node_id]);
+    assert_eq!(assoc["node_id"].as_str(), Some(node_id.as_str()));
+    assert_eq!(assoc["host_id"].as_str(), Some(host_id.as_str()));
+    let table = t.ok(&["eip", "list"]);
+    assert!(
+        table.contains(&eip_id) && table.contains(&node_id),
+        "{table}"
+    );
+    let err = t.fails(&["eip", "release", &eip_id]);
+    assert!(err.starts_with("canopy: error: "), "associated: {err}");
+    let dis = t.json(&["eip", "disassociate", &eip_id]);
+    assert_eq!(dis["node_id"], Value::Null);
+    assert_eq!(
+        t.ok(&["eip", "release", &eip_id]),
+        format!("released elastic IP {eip_id}\n")
+    );
+    assert_eq!(t.json(&["eip", "list"]), serde_json::json!([]));
+    t.ok(&["route", "delete", &rt_id]);
+}
+
+#[test]
+fn peerings_security_groups_and_acls_through_the_cli() {
+    let m = Manager::start(ADMIN);
+    let admin = Session {
+        url: &m.url,
+        token: ADMIN,
+    };
+    let (_, token_a) = tenant_with_token(&admin, "acme");
+    let (_, token_b) = tenant_with_token(&admin, "beta");
+    let a = Session {
+        url: &m.url,
+        token: &token_a,
+    };
+    let b = Session {
+        url: &m.url,
+        token: &token_b,
+    };
+    admin.ok(&["host", "create", "h1"]);
+    let net_a = id(&a.json(&["network", "create", "web", "--cidr", "10.0.0.0/16"]));
+    let net_a2 = id(&a.json(&["network", "create", "db", "--cidr", "10.1.0.0/16"]));
+    let net_b = id(&b.json(&["network", "create", "partner", "--cidr", "10.2.0.0/16"]));
+    let sub_id = id(&a.json(&[
+        "subnet",
+        "create",
+        "front",
+        "--network",
+        &net_a,
+        "--cidr",
+        "10.0.1.0/24",
+    ]));
+    let node_id = id(&a.json(&["node", "create", "vm1", "--subnet", &sub_id]));
+
+    // Peerings: inside a tenant active at once; across tenants pending until accepted.
+    let own = a.json(&[
+        "peering",
+        "create",
+        "--network",
+        &net_a,
+        "--peer-network",
+        &net_a2,
+    ]);
+    assert_eq!(own["state"], "active");
+    let cross = a.json(&[
+        "peering",
+        "create",
+        "--network",
+        &net_a,
+        "--peer-network",
+        &net_b,
+    ]);
+    let peer_id = id(&cross);
+    assert_eq!(cross["state"], "pending");
+    let table = b.ok(&["peering", "list"]);
+    assert!(
+        table.contains(&peer_id) && table.contains("pending"),
+        "{table}"
+    );
+    let accepted = b.json(&["peering", "accept", &peer_id]);
+    assert_eq!(accepted["state"], "active");
+    assert_eq!(a.json(&["peering", "show", &peer_id])["state"], "active");
+    let target = format!("peering:{peer_id}");
+    let rt = a.json(&[
+        "route",
+        "create",
+        "--network",
+        &net_a,
+        "--destination",
+        "10.2.0.0/16",
+        "--target",
+        &target,
+    ]);
+    assert_eq!(rt["peering_id"].as_str(), Some(peer_id.as_str()));
+    let err = a.fails(&["peering", "delete", &peer_id]);
+    assert!(err.starts_with("canopy: error: "), "routed: {err}");
+    a.ok(&["route", "delete", &id(&rt)]);
+    assert_eq!(
+        b.ok(&["peering", "delete", &peer_id]),
+        format!("deleted peering {peer_id}\n")
+    );
+    a.ok(&["peering", "delete", &id(&own)]);
+    assert_eq!(a.json(&["peering", "list"]), serde_json::json!([]));
+
+    // Security groups: rules as flags, shown back in the same syntax.
+    let sg = a.json(&[
+        "security-group",
+        "create",
+        "ssh",
+        "--network",
+        &net_a,
+        "--rule",
+        "ingress tcp 22 10.0.0.0/16",
+        "--rule",
+        "ingress tcp 8000-8080 0.0.0.0/0",
+        "--rule",
+        "egress any 0.0.0.0/0",
+    ]);
+    let sg_id = id(&sg);
+    assert_eq!(sg["rules"].as_array().map(Vec::len), Some(3), "{sg}");
+    assert_eq!(sg["rules"][0]["port_from"], 22);
+    assert_eq!(sg["rules"][1]["port_to"], 8080);
+    let shown = a.ok(&["security-group", "show", &sg_id]);
+    assert!(
+        shown.contains("ingress tcp 22 10.0.0.0/16; ingress tcp 8000-8080 0.0.0.0/0"),
+        "{shown}"
+    );
+    let groups = a.json(&["security-group", "list", "--network", &net_a]);
+    let names: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"default") && names.contains(&"ssh"),
+        "{names:?}"
+    );
+    let err = a.fails(&[
+        "security-group",
+        "create",
+        "bad",
+        "--network",
+        &net_a,
+        "--rule",
+        "ingress tcp 22 10.0.0.0/99",
+    ]);
+    assert!(err.contains("(field: rules[0]."), "{err}");
+    let err = usage_error(
+        &a,
+        &[
+            "security-group",
+            "create",
+            "bad",
+            "--network",
+            &net_a,
+            "--rule",
+            "sideways tcp 22 10.0.0.0/16",
+        ],
+    );
+    assert!(err.contains("--rule") && err.contains("direction"), "{err}");
+
+    let att = a.json(&["security-group", "attach", &sg_id, "--node", &node_id]);
+    assert_eq!(att["group_id"].as_str(), Some(sg_id.as_str()));
+    let attached = a.json(&["security-group", "list", "--node", &node_id]);
+    assert_eq!(
+        attached.as_array().map(Vec::len),
+        Some(2),
+        "default and ssh: {attached}"
+    );
+    assert_eq!(
+        a.ok(&["security-group", "detach", &sg_id, "--node", &node_id]),
+        format!("detached security group {sg_id} from node {node_id}\n")
+    );
+    let table = a.ok(&["security-group", "list", "--node", &node_id]);
+    assert!(
+        table.starts_with("NODE") && !table.contains(&sg_id),
+        "{table}"
+    );
+    a.ok(&["security-group", "delete", &sg_id]);
+    let err = a.fails(&["security-group", "show", &sg_id]);
+    assert!(err.contains("not found"), "{err}");
+
+    // Network ACLs: replaced whole, shown in the flag syntax, cleared with --clear.
+    let acl = a.json(&["acl", "show", "--subnet", &sub_id]);
+    assert_eq!(acl["rules"], serde_json::json!([]));
+    let acl = a.json(&[
+        "acl",
+        "set",
+        "--subnet",
+        &sub_id,
+        "--rule",
+        "200 deny ingress any 0.0.0.0/0",
+        "--rule",
+        "100 allow ingress tcp 80 0.0.0.0/0",
+    ]);
+    assert_eq!(acl["rules"][0]["number"], 100, "stored sorted: {acl}");
+    let shown = a.ok(&["acl", "show", "--subnet", &sub_id]);
+    assert!(
+        shown.contains("100 allow ingress tcp 80 0.0.0.0/0; 200 deny ingress any 0.0.0.0/0"),
+        "{shown}"
+    );
+    let err = a.fails(&[
+        "acl",
+        "set",
+        "--subnet",
+        &sub_id,
+        "--rule",
+        "100 allow ingress tcp 80 0.0.0.0/0",
+        "--rule",
+        "100 deny ingress any 0.0.0.0/0",
+    ]);
+    assert!(err.contains("(field: rules[1]."), "duplicate number: {err}");
+    usage_error(&a, &["acl", "set", "--subnet", &sub_id]);
+    let cleared = a.json(&["acl", "set", "--subnet", &sub_id, "--clear"]);
+    assert_eq!(cleared["rules"], serde_json::json!([]));
 }
