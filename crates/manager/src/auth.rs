@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Principal {
     /// The operator: sees and changes everything.
     Admin,
@@ -149,32 +149,41 @@ impl FromRequestParts<AppState> for Principal {
         if constant_time_eq(&hash, &state.admin_hash) {
             return Ok(Principal::Admin);
         }
-        let row = sqlx::query(
-            "SELECT t.kind, t.subject_id, e.pool_id FROM tokens t \
-             LEFT JOIN edges e ON t.kind = 'edge' AND e.id = t.subject_id \
-             WHERE t.hash = $1",
-        )
-        .bind(&hash)
-        .fetch_optional(state.store.pool())
-        .await?;
-        let Some(row) = row else {
-            return Err(ApiError::unauthorized("unknown or revoked token"));
-        };
-        let kind: String = row.try_get("kind")?;
-        let subject: String = row.try_get("subject_id")?;
-        match kind.as_str() {
-            "tenant" => Ok(Principal::Tenant(subject)),
-            "agent" => Ok(Principal::Agent(subject)),
-            "edge" => {
-                let pool_id: Option<String> = row.try_get("pool_id")?;
-                let pool_id =
-                    pool_id.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
-                Ok(Principal::Edge {
-                    edge_id: subject,
-                    pool_id,
-                })
-            }
-            other => Err(ApiError::Internal(format!("token of unknown kind {other}"))),
+        let rev = state.cache.revision(&state.store).await?;
+        if let Some(known) = state.cache.token(rev, &hash) {
+            return known.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"));
         }
+        let found = lookup_token(state, &hash).await?;
+        state.cache.put_token(rev, hash, found.clone());
+        found.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+    }
+}
+
+/// The principal a token hash stands for, from the store (`None`: unknown or revoked).
+async fn lookup_token(state: &AppState, hash: &str) -> Result<Option<Principal>, ApiError> {
+    let row = sqlx::query(
+        "SELECT t.kind, t.subject_id, e.pool_id FROM tokens t \
+         LEFT JOIN edges e ON t.kind = 'edge' AND e.id = t.subject_id \
+         WHERE t.hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(state.store.pool())
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let kind: String = row.try_get("kind")?;
+    let subject: String = row.try_get("subject_id")?;
+    match kind.as_str() {
+        "tenant" => Ok(Some(Principal::Tenant(subject))),
+        "agent" => Ok(Some(Principal::Agent(subject))),
+        "edge" => {
+            let pool_id: Option<String> = row.try_get("pool_id")?;
+            Ok(pool_id.map(|pool_id| Principal::Edge {
+                edge_id: subject,
+                pool_id,
+            }))
+        }
+        other => Err(ApiError::Internal(format!("token of unknown kind {other}"))),
     }
 }

@@ -10,6 +10,7 @@
 pub mod addr;
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod extract;
 pub mod store;
@@ -73,6 +74,8 @@ pub struct AppState {
     /// Set when the server shuts down: long-lived streams end so that the graceful
     /// shutdown does not wait for their timeouts.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Tokens, resolve authorisation and answers, dropped when the store revision moves.
+    pub cache: Arc<cache::ResolveCache>,
 }
 
 /// Why the manager could not start.
@@ -132,6 +135,7 @@ impl AppState {
                 substrate,
                 metrics: Arc::new(Metrics::default()),
                 stopping: Arc::new(tokio::sync::watch::channel(false).0),
+                cache: Arc::new(cache::ResolveCache::default()),
             },
             generated,
         ))

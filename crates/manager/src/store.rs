@@ -152,6 +152,12 @@ impl Store {
         self.committed.subscribe()
     }
 
+    /// The last revision committed through this process (0 before the first write); no
+    /// query. Updated before the write is acknowledged.
+    pub fn committed_revision(&self) -> i64 {
+        *self.committed.borrow()
+    }
+
     /// The current store revision.
     pub async fn revision(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT revision FROM store_revision WHERE id = 1")

@@ -37,12 +37,49 @@ pub async fn resolve(
         return Err(ApiError::not_found(None, "resource"));
     }
     let ip = parse_ip("ip", &req.ip)?;
+    // Read at the revision taken before any query: what is cached under it was read at it
+    // or later, and the cache is dropped once a newer revision is seen.
+    let rev = st.cache.revision(&st.store).await?;
+    let allowed = match st.cache.allowed(rev, &p, &req.network_id) {
+        Some(a) => a,
+        None => {
+            let a = may_resolve(&st, &p, &req.network_id).await?;
+            st.cache
+                .put_allowed(rev, p.clone(), req.network_id.clone(), a);
+            a
+        }
+    };
+    if !allowed {
+        st.metrics.resolve_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(principal = ?p, network = %req.network_id, ip = %req.ip, "resolve refused");
+        return Err(ApiError::not_found(None, "address"));
+    }
+    let answer = match st.cache.answer(rev, &req.network_id, ip) {
+        Some(a) => a,
+        None => {
+            let a = lookup(&st, &req.network_id, ip).await?;
+            st.cache
+                .put_answer(rev, req.network_id.clone(), ip, a.clone());
+            a
+        }
+    };
+    let Some(answer) = answer else {
+        st.metrics.resolve_not_found.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(network = %req.network_id, ip = %req.ip, "resolve: no such address");
+        return Err(ApiError::not_found(None, "address"));
+    };
+    st.metrics.resolve_ok.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(answer))
+}
+
+/// Whether `p` may resolve in `network_id` (from the store).
+async fn may_resolve(st: &AppState, p: &Principal, network_id: &str) -> ApiResult<bool> {
     let pool = st.store.pool();
-    let allowed = match &p {
+    Ok(match p {
         Principal::Admin => true,
         Principal::Agent(host) => {
             sqlx::query("SELECT id FROM nodes WHERE network_id = $1 AND host_id = $2 LIMIT 1")
-                .bind(&req.network_id)
+                .bind(network_id)
                 .bind(host)
                 .fetch_optional(pool)
                 .await?
@@ -50,39 +87,35 @@ pub async fn resolve(
         }
         Principal::Edge { pool_id, .. } => {
             sqlx::query("SELECT id FROM routes WHERE network_id = $1 AND edge_pool_id = $2 LIMIT 1")
-                .bind(&req.network_id)
+                .bind(network_id)
                 .bind(pool_id)
                 .fetch_optional(pool)
                 .await?
                 .is_some()
         }
         Principal::Tenant(_) => false,
-    };
-    if !allowed {
-        st.metrics.resolve_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(principal = ?p, network = %req.network_id, ip = %req.ip, "resolve refused");
-        return Err(ApiError::not_found(None, "address"));
-    }
+    })
+}
+
+/// Where `ip` lives in `network_id` (from the store); `None` if nowhere.
+async fn lookup(st: &AppState, network_id: &str, ip: u32) -> ApiResult<Option<Resolution>> {
     let row = sqlx::query(
         "SELECT n.id, n.mac, h.locator, w.vni FROM nodes n \
          JOIN hosts h ON h.id = n.host_id JOIN networks w ON w.id = n.network_id \
          WHERE n.network_id = $1 AND n.vip_num = $2",
     )
-    .bind(&req.network_id)
+    .bind(network_id)
     .bind(i64::from(ip))
-    .fetch_optional(pool)
+    .fetch_optional(st.store.pool())
     .await?;
     let Some(row) = row else {
-        st.metrics.resolve_not_found.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(network = %req.network_id, ip = %req.ip, "resolve: no such address");
-        return Err(ApiError::not_found(None, "address"));
+        return Ok(None);
     };
     let locator_s = s(&row, "locator")?;
     let locator = Locator::from_str(&locator_s).map_err(|e| ApiError::Internal(e.to_string()))?;
     let vni = vni_of(i(&row, "vni")?);
     let addr = SubstrateAddr::new(locator, vni, Ipv4Addr::from(ip));
-    st.metrics.resolve_ok.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(Resolution {
+    Ok(Some(Resolution {
         node_id: s(&row, "id")?,
         mac: s(&row, "mac")?,
         locator: locator_s,
