@@ -830,6 +830,12 @@ fn tcp_seg(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> V
     ipv4(src, dst, IpProtocol::TCP, 64, true, &t)
 }
 
+/// A TCP segment from `vm` to the internet's server, sent to the router.
+fn to_internet(vm: &Vm, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let seg = tcp_seg(vm.vip, ip(SERVER), sport, dport, flags);
+    eth(router(), vm.mac, EtherType::IPV4, &seg)
+}
+
 /// TCP fields and checksum validity of an IPv4 packet.
 fn tcp_of(ip: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, bool) {
     let p = Ipv4Packet::new_checked(ip).unwrap();
@@ -953,12 +959,7 @@ fn from_outside(e: &mut Edge, four: &[u8]) -> (EdgeVerdict, Vec<u8>) {
 fn nat_out_through_one_edge_and_back_through_the_other() {
     let mut net_ = Internet::new();
     let a = net_.dc.a;
-    let syn = eth(
-        router(),
-        a.mac,
-        EtherType::IPV4,
-        &tcp_seg(a.vip, ip(SERVER), 40000, 80, 0x02),
-    );
+    let syn = to_internet(&a, 40000, 80, 0x02);
     let (v, six) = from_vm(&mut net_.dc.h1, a.port, &syn);
     assert_eq!(v, Verdict::ToSubstrate);
     let (v, out) = through_edge(net_.edge_for(&six), &six);
@@ -994,14 +995,7 @@ fn nat_out_through_one_edge_and_back_through_the_other() {
 fn losing_an_edge_moves_the_flow_but_keeps_its_public_address_and_port() {
     let mut net_ = Internet::new();
     let a = net_.dc.a;
-    let seg = |flags| {
-        eth(
-            router(),
-            a.mac,
-            EtherType::IPV4,
-            &tcp_seg(a.vip, ip(SERVER), 40000, 80, flags),
-        )
-    };
+    let seg = |flags| to_internet(&a, 40000, 80, flags);
     let (_, six) = from_vm(&mut net_.dc.h1, a.port, &seg(0x02));
     let first = model::SubstrateAddr::decode(six[24..40].try_into().unwrap()).locator;
     let (_, out) = through_edge(net_.edge_for(&six), &six);
@@ -1096,12 +1090,7 @@ fn elastic_ip_is_reachable_from_outside_and_keeps_ports() {
     assert!(ok);
     assert_eq!((src, sport, dst, dport), (ip(SERVER), 5555, b.vip, 22));
     // And its answer leaves with the elastic IP, ports untouched.
-    let ans = eth(
-        router(),
-        b.mac,
-        EtherType::IPV4,
-        &tcp_seg(b.vip, ip(SERVER), 22, 5555, 0x12),
-    );
+    let ans = to_internet(&b, 22, 5555, 0x12);
     let (v, six) = from_vm(&mut net_.dc.h2, b.port, &ans);
     assert_eq!(v, Verdict::ToSubstrate);
     let (v, out) = through_edge(net_.edge_for(&six), &six);
@@ -1120,12 +1109,7 @@ fn a_node_without_a_block_asks_for_one_and_edges_refuse_forgeries() {
         vip: a.vip,
         blocks: vec![],
     });
-    let syn = eth(
-        router(),
-        a.mac,
-        EtherType::IPV4,
-        &tcp_seg(a.vip, ip(SERVER), 40000, 80, 0x02),
-    );
+    let syn = to_internet(&a, 40000, 80, 0x02);
     assert_eq!(
         from_vm(&mut net_.dc.h1, a.port, &syn).0,
         Verdict::Drop(DropReason::PortBlockExhausted)
@@ -1352,7 +1336,7 @@ proptest::proptest! {
                 Op::Packet(i, via) if !flows.is_empty() => {
                     let k = i % flows.len();
                     let (sport, seen) = flows[k];
-                    let seg = eth(router(), a.mac, EtherType::IPV4, &tcp_seg(a.vip, ip(SERVER), sport, 443, 0x10));
+                    let seg = to_internet(&a, sport, 443, 0x10);
                     let mut p = Pkt::new(&seg);
                     let v = p.run(|b| dc.h1.from_vm(a.port, b, None, now));
                     if v == Verdict::Drop(DropReason::NoEdge) {
@@ -1423,12 +1407,7 @@ fn edge_acls_apply_both_ways_and_edges_report_load() {
         (25, EdgeVerdict::Drop(DropReason::AclDenied)),
         (443, EdgeVerdict::ToOutside),
     ] {
-        let seg = eth(
-            router(),
-            a.mac,
-            EtherType::IPV4,
-            &tcp_seg(a.vip, ip(SERVER), 40000 + dport, dport, 0x02),
-        );
+        let seg = to_internet(&a, 40000 + dport, dport, 0x02);
         let (_, six) = from_vm(&mut net_.dc.h1, a.port, &seg);
         assert_eq!(
             through_edge(net_.edge_for(&six), &six).0,
@@ -1485,12 +1464,7 @@ fn quoted_of(frame: &[u8]) -> (u8, u8, Ipv4Addr, u16) {
 fn icmp_errors_for_nated_flows_reach_the_node_with_its_own_address_and_port() {
     let mut net_ = Internet::new();
     let a = net_.dc.a;
-    let seg = eth(
-        router(),
-        a.mac,
-        EtherType::IPV4,
-        &tcp_seg(a.vip, ip(SERVER), 40000, 80, 0x10),
-    );
+    let seg = to_internet(&a, 40000, 80, 0x10);
     let (_, six) = from_vm(&mut net_.dc.h1, a.port, &seg);
     let (_, out) = through_edge(net_.edge_for(&six), &six);
     let err = frag_needed_for(&out);
@@ -1511,12 +1485,7 @@ fn icmp_errors_for_nated_flows_reach_the_node_with_its_own_address_and_port() {
 
     // Elastic IP: the quoted source goes back from the public address to the node's.
     let b = net_.dc.b;
-    let seg = eth(
-        router(),
-        b.mac,
-        EtherType::IPV4,
-        &tcp_seg(b.vip, ip(SERVER), 22, 5555, 0x10),
-    );
+    let seg = to_internet(&b, 22, 5555, 0x10);
     let (_, six) = from_vm(&mut net_.dc.h2, b.port, &seg);
     let (_, out) = through_edge(net_.edge_for(&six), &six);
     let (v, six) = from_outside(&mut net_.edges[0], &frag_needed_for(&out));
