@@ -5,7 +5,8 @@
 //!
 //! - egress: a 64-byte UDP frame from a VM to a node on another host of the same subnet
 //!   (ARP-resolved MAC, mapping cache hit), translated to the substrate.
-//! - egress routed: the same to another subnet (TTL decremented, MACs rewritten).
+//! - egress routed: the same to another subnet (TTL decremented into the hop limit).
+//! - egress peered: the same to a node of a peered network.
 //! - ingress: the substrate packet of that flow arriving at the receiver's host
 //!   (anti-spoofing check against the cache, decode, Ethernet header).
 //! - edge out / edge in: a NATed TCP segment through an edge, both ways.
@@ -16,7 +17,8 @@
 use core::net::Ipv4Addr;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::agent::{
-    Agent, AgentConfig, Change, Mapping, NodeSpec, PortId, Subnet, Verdict, HEADROOM, MIN_BUFFER,
+    Agent, AgentConfig, Change, Mapping, NodeSpec, PortId, RouteTarget, Subnet, Verdict, HEADROOM,
+    MIN_BUFFER,
 };
 use dataplane::edge::{Edge, EdgeChange, EdgeVerdict, Owner};
 use dataplane::nat::PortBlock;
@@ -231,6 +233,19 @@ fn bench(c: &mut Criterion) {
         h1.from_vm(PortId(1), p, None, now) == Verdict::ToSubstrate
     });
     bench_path(c, "egress_routed_64B", &routed, |p| {
+        h1.from_vm(PortId(1), p, None, now) == Verdict::ToSubstrate
+    });
+    // Across a peering: 10.0.3.0/24 of a's network is routed to the next network (more
+    // specific than the local /16), where node 800 (10.0.3.52) lives elsewhere.
+    let peer = NetworkId::new(net.get() + 1).unwrap();
+    h1.apply(Change::Route {
+        network: net,
+        subnet: None,
+        cidr: "10.0.3.0/24".parse().unwrap(),
+        target: RouteTarget::Peering(peer),
+    });
+    let peered = udp_frame(router, mac(net.get(), a_i), a_vip, vip(800));
+    bench_path(c, "egress_peered_64B", &peered, |p| {
         h1.from_vm(PortId(1), p, None, now) == Verdict::ToSubstrate
     });
 

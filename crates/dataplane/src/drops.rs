@@ -133,6 +133,12 @@ drop_reasons! {
     /// A substrate packet whose source locator does not host its (network, source
     /// address), and is not an edge of a pool the network uses: spoofed.
     SpoofedSource = "spoofed_source",
+    /// A packet from another network than its destination's, which has no peering route
+    /// to that network covering the source address.
+    NotPeered = "not_peered",
+    /// An ICMPv6 echo at a probe address (network 0) that is neither a probe this agent
+    /// is sending nor the answer to one.
+    UnexpectedProbe = "unexpected_probe",
 
     // ---- rules ----
     /// A network ACL of the node's subnet denies the packet.

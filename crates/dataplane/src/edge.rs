@@ -12,11 +12,15 @@
 //! Every member of a pool holds the same tables, so any member can carry any packet of
 //! any flow in either direction. Unsolicited traffic to an address or port nobody owns is
 //! dropped and counted.
+//!
+//! Agents probe the edge's probe address (its locator's base address, see
+//! [`probe`](crate::probe)) with ICMPv6 echo; the edge answers in place.
 
 use crate::buf::PacketBuf;
 use crate::conntrack::Flow;
 use crate::drops::{DropCounters, DropReason};
 use crate::nat::PortBlock;
+use crate::ports::FlowPorts;
 use crate::rules::{Acl, AclRule, Action, Direction};
 use crate::siit::{self, EncodeMap, Translator};
 use crate::time::Instant;
@@ -61,7 +65,8 @@ pub enum EdgeChange {
 pub enum EdgeVerdict {
     /// An IPv4 packet for the outside interface.
     ToOutside,
-    /// An IPv6 packet for the substrate.
+    /// An IPv6 packet for the substrate (a packet from outside for a node, or the answer
+    /// to a health probe).
     ToSubstrate,
     Drop(DropReason),
 }
@@ -73,11 +78,15 @@ pub struct EdgeStats {
     pub outbound_bytes: u64,
     pub inbound_packets: u64,
     pub inbound_bytes: u64,
+    /// Health probes answered.
+    pub probes_answered: u64,
 }
 
 /// An edge's tables and counters.
 pub struct Edge {
     locator: Locator,
+    /// Where agents' health probes come to.
+    probe_addr: [u8; 16],
     translator: Translator,
     /// Public address -> blocks on it, sorted by first port.
     blocks: HashMap<Ipv4Addr, Vec<(PortBlock, Owner)>>,
@@ -104,21 +113,7 @@ pub struct LoadReport {
 /// The transport ports of an IPv4 packet (the ICMP echo identifier as both), if its first
 /// fragment carries them.
 fn ports(ip: &Ipv4Packet<&[u8]>) -> Option<(u16, u16)> {
-    if ip.frag_offset() != 0 {
-        return None;
-    }
-    let l4 = ip.payload();
-    match ip.protocol() {
-        IpProtocol::TCP | IpProtocol::UDP if l4.len() >= 4 => Some((
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        )),
-        IpProtocol::ICMP if l4.len() >= 8 && matches!(l4[0], 0 | 8) => {
-            let id = u16::from_be_bytes([l4[4], l4[5]]);
-            Some((id, id))
-        }
-        _ => None,
-    }
+    FlowPorts::of_ipv4(ip).map(|p| (p.src, p.dst))
 }
 
 /// Rewrites one IPv4 address of the packet at the start of `ip` (source if `src`), fixing
@@ -157,6 +152,7 @@ impl Edge {
     pub fn new(locator: Locator) -> Self {
         Edge {
             locator,
+            probe_addr: crate::probe::address(&locator),
             translator: Translator::default(),
             blocks: HashMap::new(),
             owned: HashMap::new(),
@@ -276,8 +272,14 @@ impl Edge {
         b.contains(port).then_some(*o)
     }
 
-    /// A packet from the substrate, for the outside.
+    /// A packet from the substrate, for the outside; or a health probe, answered in place
+    /// back to the substrate.
     pub fn from_substrate(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
+        if self.is_probe(pkt.as_slice()) {
+            crate::probe::answer(pkt.as_mut_slice());
+            self.stats.probes_answered += 1;
+            return EdgeVerdict::ToSubstrate;
+        }
         let v = self.outbound(pkt);
         match v {
             EdgeVerdict::Drop(r) => self.stats.drops.inc(r),
@@ -287,6 +289,15 @@ impl Edge {
             }
         }
         v
+    }
+
+    /// An echo request to this edge's probe address (checked cheaply first: the next
+    /// header and the destination, which no tenant packet has).
+    fn is_probe(&self, pkt: &[u8]) -> bool {
+        pkt.len() >= wire::ipv6::HEADER_LEN + 8
+            && pkt[6] == 58
+            && pkt[24..40] == self.probe_addr
+            && crate::probe::parse(pkt).is_some_and(|e| e.ty == crate::probe::ECHO_REQUEST)
     }
 
     fn outbound(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {

@@ -13,6 +13,8 @@ pub mod drops;
 pub mod edge;
 pub mod nat;
 pub mod pool;
+mod ports;
+pub mod probe;
 pub mod quote;
 pub mod rules;
 pub mod siit;

@@ -1921,4 +1921,66 @@ mod tests {
             prop_assert_eq!(p.pins.slots.len(), cap);
         }
     }
+
+    /// The issue's two criteria, literally, on the seeded flow generator (seed 0, the
+    /// first, not a chosen one): 10k flows over 8 equal members give max/mean <= 1.05;
+    /// removing one of N members moves at most 1.1/N of 10k flows, through the table
+    /// alone and through the pinning pool (where exactly the removed member's flows move).
+    ///
+    /// The first figure is mostly binomial noise (sd 2.6% of the mean per member), which
+    /// no hash avoids: about a fifth of random seeds exceed 1.05 with a perfect table.
+    /// `balance_and_disruption_figures` prints the distribution over 200 seeds and
+    /// `maglev_balances_equal_members` checks the table itself and 100k flows.
+    #[test]
+    fn issue_criteria_on_10k_seeded_flows() {
+        let fs = flows(0, 10_000);
+        let mut p = pool(&equal(8));
+        let mut n: AHashMap<u32, u32> = AHashMap::new();
+        for k in &fs {
+            *n.entry(id_of(p.select(k, 100, T0))).or_default() += 1;
+        }
+        assert_eq!(n.len(), 8);
+        let imbalance = f64::from(*n.values().max().unwrap()) / (fs.len() as f64 / 8.0);
+        assert!(imbalance <= 1.05, "max/mean {imbalance:.4}");
+
+        for size in 2..=20u32 {
+            let ms = equal(size);
+            let victims: Vec<usize> = if size == 8 {
+                (0..8).collect()
+            } else {
+                vec![size as usize / 2]
+            };
+            for v in victims {
+                let rest: Vec<Member> = ms
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != v)
+                    .map(|(_, m)| *m)
+                    .collect();
+                let limit = 1.1 / f64::from(size);
+                // The table alone.
+                let (before, after) = (pool(&ms), pool(&rest));
+                let moved = fs
+                    .iter()
+                    .filter(|k| before.lookup_unpinned(k) != after.lookup_unpinned(k))
+                    .count() as f64
+                    / fs.len() as f64;
+                assert!(moved <= limit, "N = {size}, table: {moved:.4} moved");
+                // The pool, pinning: only the removed member's flows move.
+                let mut p = pool(&ms);
+                let was = select_all(&mut p, &fs, T0);
+                p.set_members(&rest, T0).unwrap();
+                let now = select_all(&mut p, &fs, T0);
+                let mut moved = 0;
+                for (w, n) in was.iter().zip(&now) {
+                    if w != n {
+                        assert_eq!(*w, ms[v].id, "only the removed member's flows move");
+                        moved += 1;
+                    }
+                }
+                let moved = f64::from(moved) / fs.len() as f64;
+                assert!(moved <= limit, "N = {size}, pinned: {moved:.4} moved");
+            }
+        }
+    }
 }

@@ -45,17 +45,8 @@ pub fn quote(ip: &[u8]) -> Option<Quote> {
     let proto = inner[9];
     let l4 = &inner[qhl..];
     let first = u16::from_be_bytes([inner[6], inner[7]]) & 0x1fff == 0;
-    let (sp, dp) = match proto {
-        6 | 17 if first && l4.len() >= 4 => (
-            Some(u16::from_be_bytes([l4[0], l4[1]])),
-            Some(u16::from_be_bytes([l4[2], l4[3]])),
-        ),
-        1 if first && l4.len() >= 6 && matches!(l4[0], 0 | 8) => {
-            let id = u16::from_be_bytes([l4[4], l4[5]]);
-            (Some(id), Some(id))
-        }
-        _ => (None, None),
-    };
+    let ports = crate::ports::FlowPorts::of(proto, l4, first);
+    let (sp, dp) = (ports.map(|p| p.src), ports.map(|p| p.dst));
     Some(Quote {
         proto,
         src: Ipv4Addr::new(inner[12], inner[13], inner[14], inner[15]),

@@ -3,13 +3,17 @@
 //! now. It answers ARP and DHCP for its nodes, emulates the subnet router (gateway ping,
 //! TTL, ICMP errors), keeps the mapping cache of where virtual addresses live, encodes to
 //! and decodes from the IPv6 substrate, and refuses substrate packets whose sender is not
-//! who its source address claims.
+//! who its source address claims. Routes are looked up in the sending node's subnet table
+//! first, then in its network's; a peering route sends to the peer network's node, and a
+//! packet from another network is taken only through a peering route back to it. The
+//! members of direct edge pools are probed ([`AgentConfig::probe_interval_ms`]) and left
+//! while they do not answer.
 //!
 //! The daemon owns the devices and the manager connection; it feeds packets in with
 //! [`Agent::from_vm`] and [`Agent::from_substrate`], configuration with [`Agent::apply`]
 //! and [`Agent::on_resolved`], the clock with [`Agent::tick`], and drains
 //! [`Agent::poll_event`] (resolve requests for the manager) and [`Agent::take_ready`]
-//! (packets that were held for a mapping and can go now).
+//! (packets that were held for a mapping and can go now, and health probes).
 //!
 //! Buffers: every packet sits in a [`PacketBuf`] with at least [`HEADROOM`] bytes in
 //! front and a buffer of at least [`MIN_BUFFER`] bytes, so that replies (DHCP, ICMP
@@ -26,12 +30,14 @@ use crate::buf::PacketBuf;
 use crate::conntrack::{Conntrack, Flow, Packet as CtPacket, Timeouts};
 use crate::drops::{DropCounters, DropReason};
 use crate::nat::{FlowId, NatError, NatTimeouts, PortBlock, SourceNat};
-use crate::pool::{FlowKey, Member, Pool, PoolConfig, Selection};
+use crate::pool::{FlowKey, Member, MemberState, Pool, PoolConfig, PoolMode, Selection};
+use crate::ports::FlowPorts;
+use crate::probe;
 use crate::rules::{
     Acl, AclRule, Direction, Firewall, GroupId, GroupMembers, Policy, SecurityGroup, SgPolicy,
     Verdict as FwVerdict,
 };
-use crate::siit::{Config as SiitConfig, EncodeMap, Translator};
+use crate::siit::{Config as SiitConfig, EncodeMap, EncodeOpts, Translator};
 use crate::time::Instant;
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use core::net::Ipv4Addr;
@@ -80,6 +86,12 @@ pub struct AgentConfig {
     pub max_nat_flows: usize,
     /// Connections tracked per node with security groups (preallocated).
     pub max_connections_per_node: usize,
+    /// How often every member of the direct pools is probed (0: never). A member that
+    /// misses `probe_misses` probes in a row is marked down in this agent's pools (its
+    /// flows move, nobody else's) within `probe_interval_ms * (probe_misses + 1)` of its
+    /// last answer, and up again at its next answer.
+    pub probe_interval_ms: u64,
+    pub probe_misses: u32,
 }
 
 impl AgentConfig {
@@ -97,6 +109,8 @@ impl AgentConfig {
             hold_per_address: 4,
             max_nat_flows: 262_144,
             max_connections_per_node: 16_384,
+            probe_interval_ms: 500,
+            probe_misses: 3,
         }
     }
 
@@ -167,13 +181,19 @@ pub enum Change {
         network: NetworkId,
         subnet: Subnet,
     },
+    /// A route of a network's main table (`subnet: None`) or of one subnet's own table
+    /// (`Some(subnet's CIDR)`), which is looked up first for traffic from that subnet's
+    /// nodes: longest prefix there, and the network's table only when nothing there
+    /// matches. The network's own CIDR is the main table's implicit local route.
     Route {
         network: NetworkId,
+        subnet: Option<Ipv4Cidr>,
         cidr: Ipv4Cidr,
         target: RouteTarget,
     },
     RemoveRoute {
         network: NetworkId,
+        subnet: Option<Ipv4Cidr>,
         cidr: Ipv4Cidr,
     },
     AttachNode(NodeSpec),
@@ -269,31 +289,95 @@ pub struct AgentStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub resolves: u64,
+    /// Health probes sent to pool members, and answers in time.
+    pub probes_sent: u64,
+    pub probes_answered: u64,
+    /// Pool members this agent has marked down for missing probes (now).
+    pub members_down: u64,
 }
 
-#[derive(Debug, Clone)]
+/// A route table: longest prefix first, so the first match is the longest.
+#[derive(Debug, Clone, Default)]
+struct RouteTable(Vec<(Ipv4Cidr, RouteTarget)>);
+
+impl RouteTable {
+    fn lookup(&self, ip: Ipv4Addr) -> Option<RouteTarget> {
+        self.0.iter().find(|(c, _)| c.contains(ip)).map(|&(_, t)| t)
+    }
+
+    fn set(&mut self, cidr: Ipv4Cidr, target: RouteTarget) {
+        self.remove(cidr);
+        let at = self
+            .0
+            .iter()
+            .position(|(c, _)| c.prefix_len() < cidr.prefix_len())
+            .unwrap_or(self.0.len());
+        self.0.insert(at, (cidr, target));
+    }
+
+    fn remove(&mut self, cidr: Ipv4Cidr) {
+        self.0.retain(|(c, _)| *c != cidr);
+    }
+
+    fn targets(&self) -> impl Iterator<Item = RouteTarget> + '_ {
+        self.0.iter().map(|&(_, t)| t)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 struct Network {
     subnets: Vec<Subnet>,
-    /// Longest prefix first.
-    routes: Vec<(Ipv4Cidr, RouteTarget)>,
+    /// The network's main table, with its own CIDR as the local route.
+    routes: RouteTable,
+    /// Subnets' own tables, looked up before the main one for their nodes' traffic.
+    subnet_routes: Vec<(Ipv4Cidr, RouteTable)>,
 }
 
 impl Network {
-    fn route(&self, ip: Ipv4Addr) -> Option<RouteTarget> {
-        self.routes
-            .iter()
-            .find(|(c, _)| c.contains(ip))
-            .map(|&(_, t)| t)
+    /// Where traffic from a node of `subnet` to `ip` goes: the subnet's own table first,
+    /// then the network's.
+    fn route(&self, subnet: Ipv4Cidr, ip: Ipv4Addr) -> Option<RouteTarget> {
+        if !self.subnet_routes.is_empty() {
+            if let Some(t) = self
+                .subnet_routes
+                .iter()
+                .find(|(s, _)| *s == subnet)
+                .and_then(|(_, table)| table.lookup(ip))
+            {
+                return Some(t);
+            }
+        }
+        self.routes.lookup(ip)
     }
 
-    fn set_route(&mut self, cidr: Ipv4Cidr, target: RouteTarget) {
-        self.routes.retain(|(c, _)| *c != cidr);
-        let at = self
-            .routes
-            .iter()
-            .position(|(c, _)| c.prefix_len() < cidr.prefix_len())
-            .unwrap_or(self.routes.len());
-        self.routes.insert(at, (cidr, target));
+    fn table_mut(&mut self, subnet: Option<Ipv4Cidr>) -> &mut RouteTable {
+        let Some(subnet) = subnet else {
+            return &mut self.routes;
+        };
+        let at = match self.subnet_routes.iter().position(|(s, _)| *s == subnet) {
+            Some(at) => at,
+            None => {
+                self.subnet_routes.push((subnet, RouteTable::default()));
+                self.subnet_routes.len() - 1
+            }
+        };
+        &mut self.subnet_routes[at].1
+    }
+
+    fn set_route(&mut self, subnet: Option<Ipv4Cidr>, cidr: Ipv4Cidr, target: RouteTarget) {
+        self.table_mut(subnet).set(cidr, target);
+    }
+
+    fn remove_route(&mut self, subnet: Option<Ipv4Cidr>, cidr: Ipv4Cidr) {
+        self.table_mut(subnet).remove(cidr);
+        self.subnet_routes.retain(|(_, t)| !t.0.is_empty());
+    }
+
+    /// Every target of every table of the network.
+    fn targets(&self) -> impl Iterator<Item = RouteTarget> + '_ {
+        self.routes
+            .targets()
+            .chain(self.subnet_routes.iter().flat_map(|(_, t)| t.targets()))
     }
 
     fn is_gateway(&self, ip: Ipv4Addr) -> bool {
@@ -301,9 +385,7 @@ impl Network {
     }
 
     fn uses_pool(&self, pool: u32) -> bool {
-        self.routes
-            .iter()
-            .any(|&(_, t)| t == RouteTarget::Pool(pool))
+        self.targets().any(|t| t == RouteTarget::Pool(pool))
     }
 }
 
@@ -344,8 +426,14 @@ pub struct Agent {
     firewalls: HashMap<PortId, NodeSecurity>,
     members: GroupMembers,
     acls: HashMap<(NetworkId, Ipv4Cidr), Acl>,
-    /// Member locators per pool, as last configured.
-    pool_members: HashMap<u32, Vec<Locator>>,
+    /// Members per pool, as last configured (health overlaid when applied).
+    pool_members: HashMap<u32, Vec<Member>>,
+    /// Probing of the direct pools' members: their health, the probes to hand out through
+    /// `take_ready`, the round's sequence number and when the next round is due.
+    health: HashMap<Locator, Health>,
+    probe_queue: VecDeque<Locator>,
+    probe_seq: u16,
+    next_probe: Instant,
     /// The latest time seen, for configuration changes that need one.
     now: Instant,
 }
@@ -382,6 +470,10 @@ impl Agent {
             hold,
             stats: AgentStats::default(),
             pool_members: HashMap::new(),
+            health: HashMap::new(),
+            probe_queue: VecDeque::new(),
+            probe_seq: 0,
+            next_probe: Instant::ZERO,
             firewalls: HashMap::new(),
             members: GroupMembers::new(),
             acls: HashMap::new(),
@@ -406,12 +498,9 @@ impl Agent {
     pub fn apply(&mut self, change: Change) {
         match change {
             Change::Network { id, cidr } => {
-                let n = self.networks.entry(id).or_insert_with(|| Network {
-                    subnets: Vec::new(),
-                    routes: Vec::new(),
-                });
-                n.routes.retain(|&(_, t)| t != RouteTarget::Local);
-                n.set_route(cidr, RouteTarget::Local);
+                let n = self.networks.entry(id).or_default();
+                n.routes.0.retain(|&(_, t)| t != RouteTarget::Local);
+                n.set_route(None, cidr, RouteTarget::Local);
             }
             Change::RemoveNetwork(id) => {
                 self.networks.remove(&id);
@@ -425,16 +514,21 @@ impl Agent {
             }
             Change::Route {
                 network,
+                subnet,
                 cidr,
                 target,
             } => {
                 if let Some(n) = self.networks.get_mut(&network) {
-                    n.set_route(cidr, target);
+                    n.set_route(subnet, cidr, target);
                 }
             }
-            Change::RemoveRoute { network, cidr } => {
+            Change::RemoveRoute {
+                network,
+                subnet,
+                cidr,
+            } => {
                 if let Some(n) = self.networks.get_mut(&network) {
-                    n.routes.retain(|(c, _)| *c != cidr);
+                    n.remove_route(subnet, cidr);
                 }
             }
             Change::AttachNode(spec) => {
@@ -479,9 +573,10 @@ impl Agent {
                 members,
             } => {
                 let now = self.now;
+                let effective = self.with_health(&members, true);
                 let updated = match self.pools.get_mut(&id) {
-                    Some(p) if *p.config() == config => p.set_members(&members, now).is_ok(),
-                    _ => match Pool::new(config, &members) {
+                    Some(p) if *p.config() == config => p.set_members(&effective, now).is_ok(),
+                    _ => match Pool::new(config, &effective) {
                         Ok(p) => {
                             self.pools.insert(id, p);
                             true
@@ -490,8 +585,7 @@ impl Agent {
                     },
                 };
                 if updated {
-                    self.pool_members
-                        .insert(id, members.iter().map(|m| m.locator).collect());
+                    self.pool_members.insert(id, members);
                 }
                 self.rebuild_edge_locators();
             }
@@ -595,19 +689,40 @@ impl Agent {
     /// Copies the next held packet whose mapping has arrived into `out` and says where it
     /// came from; the daemon feeds it to [`from_vm`](Self::from_vm) or
     /// [`from_substrate`](Self::from_substrate) again.
+    ///
+    /// Health probes come out here too, as packets from the substrate: fed back, they
+    /// come out as [`Verdict::ToSubstrate`].
     pub fn take_ready(&mut self, out: &mut [u8]) -> Option<(Ready, usize)> {
-        self.hold.take_ready(out).map(|(origin, n)| {
+        if let Some((origin, n)) = self.hold.take_ready(out) {
             let r = match origin {
                 Origin::Vm(p) => Ready::FromVm(p),
                 Origin::Substrate => Ready::FromSubstrate,
             };
-            (r, n)
-        })
+            return Some((r, n));
+        }
+        if out.len() < probe::LEN {
+            return None;
+        }
+        while let Some(l) = self.probe_queue.pop_front() {
+            let Some(h) = self.health.get_mut(&l) else {
+                continue;
+            };
+            h.awaiting_send = true;
+            h.awaiting_reply = true;
+            let (seq, at) = (self.probe_seq, self.now.millis());
+            let n = probe::request(out, &self.cfg.locator, &l, PROBE_IDENT, seq, at);
+            return Some((Ready::FromSubstrate, n));
+        }
+        None
     }
 
     /// Advances time: packets held too long are dropped, unanswered resolves asked again.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        if self.cfg.probe_interval_ms > 0 && now >= self.next_probe {
+            self.next_probe = now.plus_millis(self.cfg.probe_interval_ms);
+            self.probe_round();
+        }
         self.nat.expire(now);
         for s in self.firewalls.values_mut() {
             s.fw.expire(now, 4096);
@@ -766,7 +881,7 @@ impl Agent {
         if routed && net.is_gateway(dst) {
             return icmp::to_gateway(self, node, pkt);
         }
-        let route = net.route(dst);
+        let route = net.route(node.subnet.cidr, dst);
         if !routed && !node.subnet.cidr.contains(dst) {
             return Verdict::Drop(DropReason::UnknownDestinationMac);
         }
@@ -790,8 +905,13 @@ impl Agent {
             }
             return self.vm_ipv4(port, node, dst_mac, pkt, vnet, now);
         }
-        match route {
-            Some(RouteTarget::Local) => {}
+        // The network the destination lives in: this one, or a peer's.
+        let dst_net = match route {
+            Some(RouteTarget::Local) => node.network,
+            Some(RouteTarget::Peering(peer)) if routed => peer,
+            Some(RouteTarget::Peering(_)) => {
+                return Verdict::Drop(DropReason::UnknownDestinationMac)
+            }
             Some(RouteTarget::Blackhole) | None => {
                 let reason = if route.is_some() {
                     DropReason::Blackhole
@@ -802,13 +922,10 @@ impl Agent {
                 return icmp::error(self, node, pkt, icmp::DEST_UNREACHABLE, 0, 0);
             }
             Some(RouteTarget::Pool(p)) => return self.forward_to_pool(p, node, pkt, vnet, now),
-            Some(RouteTarget::Peering(_)) => {
-                return Verdict::Drop(DropReason::RouteTargetUnavailable);
-            }
-        }
+        };
 
-        // A node of the same network: on this host, elsewhere, gone, or not known yet.
-        let target = self.lookup(node.network, dst, now);
+        // A node of that network: on this host, elsewhere, gone, or not known yet.
+        let target = self.lookup(dst_net, dst, now);
         let dst_node_mac = match target {
             Lookup::Local(p) => self.ports[&p].mac,
             Lookup::Remote(m) => m.mac,
@@ -820,7 +937,7 @@ impl Agent {
                 return Verdict::Drop(DropReason::NoSuchNode);
             }
             Lookup::Unknown => {
-                return self.hold_packet(Origin::Vm(port), (node.network, dst), pkt, vnet, now);
+                return self.hold_packet(Origin::Vm(port), (dst_net, dst), pkt, vnet, now);
             }
         };
         if !routed && dst_mac != dst_node_mac {
@@ -832,16 +949,17 @@ impl Agent {
         }
         if let Lookup::Local(p) = target {
             let receiver = self.ports[&p];
+            if dst_net != node.network && !self.peered(&receiver, node.network, node.vip) {
+                return Verdict::Drop(DropReason::NotPeered);
+            }
             if let Err(r) = self.filter(&receiver, Direction::Ingress, ip, now) {
                 return Verdict::Drop(r);
             }
         }
-        if routed {
-            decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
-        }
         match target {
             Lookup::Local(p) => {
                 let src_mac = if routed {
+                    decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
                     self.cfg.router_mac
                 } else {
                     node.mac
@@ -849,9 +967,24 @@ impl Agent {
                 write_ethernet(pkt.as_mut_slice(), dst_node_mac, src_mac);
                 Verdict::ToPort(p)
             }
-            Lookup::Remote(m) => self.encode_out(node.network, m.locator, pkt, vnet),
+            Lookup::Remote(m) => {
+                let opts = EncodeOpts {
+                    dst_network: dst_net,
+                    routed,
+                };
+                self.encode_out(node.network, opts, m.locator, pkt, vnet)
+            }
             Lookup::Absent | Lookup::Unknown => unreachable!("handled above"),
         }
+    }
+
+    /// Does the network of `receiver` take traffic from `(network, vip)` of another
+    /// network? Only through a peering route to that network covering the address, in
+    /// the table the receiver's answers would be routed by.
+    fn peered(&self, receiver: &NodeSpec, network: NetworkId, vip: Ipv4Addr) -> bool {
+        self.networks.get(&receiver.network).is_some_and(|n| {
+            n.route(receiver.subnet.cidr, vip) == Some(RouteTarget::Peering(network))
+        })
     }
 
     /// A packet from the substrate (an IPv6 packet, no link header). `vnet` as for
@@ -884,6 +1017,9 @@ impl Agent {
         };
         let src = model::SubstrateAddr::decode(ip6.src_bytes());
         let dst = model::SubstrateAddr::decode(ip6.dst_bytes());
+        if dst.network.get() == 0 {
+            return self.probe_packet(pkt.as_slice());
+        }
         if dst.locator != self.cfg.locator {
             return Verdict::Drop(DropReason::WrongLocator);
         }
@@ -904,8 +1040,9 @@ impl Agent {
         let src_mac = if from_edge {
             self.cfg.router_mac
         } else {
-            if src.network != dst.network {
-                return Verdict::Drop(DropReason::SpoofedSource);
+            let peer = src.network != dst.network;
+            if peer && !self.peered(&node, src.network, src.vip) {
+                return Verdict::Drop(DropReason::NotPeered);
             }
             let sender = if src.locator == self.cfg.locator {
                 // Only this host's own nodes use its locator, and they never send to the
@@ -916,7 +1053,7 @@ impl Agent {
             };
             match sender {
                 Lookup::Remote(m) if m.locator == src.locator => {
-                    if node.subnet.cidr.contains(src.vip) {
+                    if !peer && node.subnet.cidr.contains(src.vip) {
                         m.mac
                     } else {
                         self.cfg.router_mac
@@ -955,6 +1092,23 @@ impl Agent {
         }
         Verdict::ToPort(port)
     }
+}
+
+/// The echo identifier of this agent's probes.
+const PROBE_IDENT: u16 = 0xca70;
+
+/// What probing has found out about a pool member.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    /// Probes missed in a row.
+    misses: u32,
+    /// Marked down in this agent's pools.
+    down: bool,
+    /// This round's probe was handed out and is not answered yet.
+    awaiting_reply: bool,
+    /// This round's probe was handed out and has not come back through
+    /// `from_substrate` on its way out yet.
+    awaiting_send: bool,
 }
 
 struct NodeSecurity {
@@ -1094,10 +1248,132 @@ impl Agent {
 
     fn rebuild_edge_locators(&mut self) {
         self.edge_locators.clear();
-        for (id, ls) in &self.pool_members {
-            for l in ls {
-                self.edge_locators.entry(*l).or_default().push(*id);
+        for (id, ms) in &self.pool_members {
+            for m in ms {
+                self.edge_locators.entry(m.locator).or_default().push(*id);
             }
+        }
+        // Probe the members of direct pools, keeping what is known of those that stay.
+        let direct: HashSet<Locator> = self
+            .pool_members
+            .iter()
+            .filter(|(id, _)| {
+                self.pools
+                    .get(id)
+                    .is_some_and(|p| p.config().mode == PoolMode::Direct)
+            })
+            .flat_map(|(_, ms)| ms.iter().map(|m| m.locator))
+            .collect();
+        self.health.retain(|l, _| direct.contains(l));
+        for l in direct {
+            self.health.entry(l).or_default();
+        }
+        self.count_down();
+    }
+
+    fn count_down(&mut self) {
+        self.stats.members_down = self.health.values().filter(|h| h.down).count() as u64;
+    }
+
+    /// `members` with those this agent found dead marked down. `keep_load`: pass their
+    /// reported load on (a new configuration); otherwise none, so that re-applying the
+    /// same members does not count their last report again.
+    fn with_health(&self, members: &[Member], keep_load: bool) -> Vec<Member> {
+        members
+            .iter()
+            .map(|m| Member {
+                state: if self.health.get(&m.locator).is_some_and(|h| h.down) {
+                    MemberState::Down
+                } else {
+                    m.state
+                },
+                load: if keep_load { m.load } else { None },
+                ..*m
+            })
+            .collect()
+    }
+
+    /// A member's health changed: every pool that has it learns.
+    fn health_changed(&mut self, locator: Locator) {
+        let now = self.now;
+        let pools = self
+            .edge_locators
+            .get(&locator)
+            .cloned()
+            .unwrap_or_default();
+        for id in pools {
+            let Some(members) = self.pool_members.get(&id) else {
+                continue;
+            };
+            let effective = self.with_health(members, false);
+            if let Some(p) = self.pools.get_mut(&id) {
+                // The members were accepted before; only states change.
+                let _ = p.set_members(&effective, now);
+            }
+        }
+        self.count_down();
+    }
+
+    /// A probe round: a member whose previous probe went unanswered has missed one;
+    /// every member gets a new probe, handed out by `take_ready`.
+    fn probe_round(&mut self) {
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        self.probe_queue.clear();
+        let misses = self.cfg.probe_misses.max(1);
+        let mut died = Vec::new();
+        for (l, h) in self.health.iter_mut() {
+            if h.awaiting_reply {
+                h.misses = h.misses.saturating_add(1);
+                if h.misses >= misses && !h.down {
+                    h.down = true;
+                    died.push(*l);
+                }
+            }
+            h.awaiting_reply = false;
+            h.awaiting_send = false;
+            self.probe_queue.push_back(*l);
+        }
+        for l in died {
+            self.health_changed(l);
+        }
+    }
+
+    /// A packet between probe addresses (network 0): a probe of ours on its way out (fed
+    /// back from `take_ready`), or an edge's answer. Nothing else is accepted there.
+    fn probe_packet(&mut self, bytes: &[u8]) -> Verdict {
+        let Some(e) = probe::parse(bytes) else {
+            return Verdict::Drop(DropReason::UnexpectedProbe);
+        };
+        let ours = e.ident == PROBE_IDENT && e.seq == self.probe_seq;
+        match e.ty {
+            probe::ECHO_REQUEST if ours && e.src == self.cfg.locator => {
+                match self.health.get_mut(&e.dst) {
+                    Some(h) if h.awaiting_send => {
+                        h.awaiting_send = false;
+                        self.stats.probes_sent += 1;
+                        Verdict::ToSubstrate
+                    }
+                    _ => Verdict::Drop(DropReason::UnexpectedProbe),
+                }
+            }
+            probe::ECHO_REPLY if e.dst == self.cfg.locator && e.ident == PROBE_IDENT => {
+                // A late answer (an earlier round) is consumed without counting.
+                if let Some(h) = self
+                    .health
+                    .get_mut(&e.src)
+                    .filter(|h| ours && h.awaiting_reply)
+                {
+                    h.awaiting_reply = false;
+                    h.misses = 0;
+                    self.stats.probes_answered += 1;
+                    if h.down {
+                        h.down = false;
+                        self.health_changed(e.src);
+                    }
+                }
+                Verdict::Consumed
+            }
+            _ => Verdict::Drop(DropReason::UnexpectedProbe),
         }
     }
 
@@ -1156,7 +1432,9 @@ impl Agent {
                     return Verdict::Drop(DropReason::PortBlockExhausted);
                 }
             };
-            ports.rewrite_src(&mut pkt.as_mut_slice()[at..], public, partial);
+            if !ports.rewrite_src(&mut pkt.as_mut_slice()[at..], public, partial) {
+                return Verdict::Drop(DropReason::NatNoFlow);
+            }
         }
         let bytes = pkt.len();
         let pool = self.pools.get_mut(&pool_id).expect("looked up above");
@@ -1164,15 +1442,21 @@ impl Agent {
             Selection::Member { locator, .. } | Selection::Anycast(locator) => locator,
             Selection::NoMember => return Verdict::Drop(DropReason::NoEdge),
         };
-        decrement_ttl(&mut pkt.as_mut_slice()[ethernet::HEADER_LEN..]);
-        self.encode_out(node.network, dst_loc, pkt, vnet)
+        let opts = EncodeOpts {
+            dst_network: node.network,
+            routed: true,
+        };
+        self.encode_out(node.network, opts, dst_loc, pkt, vnet)
     }
 
     /// Strips the Ethernet header of a frame from a VM and encodes the IPv4 packet to the
-    /// substrate, towards `dst` (a host's or an edge's locator).
+    /// substrate, from the sender's network to the destination's (another one across a
+    /// peering, `opts`), towards `dst` (a host's or an edge's locator); a routed packet
+    /// loses its hop there.
     fn encode_out(
         &mut self,
         network: NetworkId,
+        opts: EncodeOpts,
         dst: Locator,
         pkt: &mut PacketBuf<'_>,
         mut vnet: Option<&mut VirtioNetHdr>,
@@ -1186,7 +1470,7 @@ impl Agent {
             src: self.cfg.locator,
             dst,
         };
-        match self.translator.encode(&map, pkt, vnet) {
+        match self.translator.encode_with(&map, opts, pkt, vnet) {
             Ok(()) => Verdict::ToSubstrate,
             Err(r) => Verdict::Drop(r),
         }
@@ -1304,75 +1588,11 @@ impl Agent {
             .nat
             .inbound(network, vip, proto, ports.dst, (src, ports.src), now)
             .ok_or(DropReason::NatNoFlow)?;
-        ports.rewrite_dst(&mut ip[hl..], own, partial);
-        Ok(())
-    }
-}
-
-/// The ports of a flow as NAT and pool selection see them: TCP/UDP ports, or the ICMP
-/// echo identifier as both (which is what an ICMP "port" is to a NAT, RFC 5508).
-#[derive(Debug, Clone, Copy)]
-struct FlowPorts {
-    src: u16,
-    dst: u16,
-    proto: u8,
-}
-
-impl FlowPorts {
-    fn of(proto: u8, l4: &[u8], first_fragment: bool) -> Option<FlowPorts> {
-        if !first_fragment {
-            return None;
+        if ports.rewrite_dst(&mut ip[hl..], own, partial) {
+            Ok(())
+        } else {
+            Err(DropReason::NatNoFlow)
         }
-        match proto {
-            6 | 17 if l4.len() >= 8 => Some(FlowPorts {
-                src: u16::from_be_bytes([l4[0], l4[1]]),
-                dst: u16::from_be_bytes([l4[2], l4[3]]),
-                proto,
-            }),
-            1 if l4.len() >= 8 && matches!(l4[0], 0 | 8) => {
-                let id = u16::from_be_bytes([l4[4], l4[5]]);
-                Some(FlowPorts {
-                    src: id,
-                    dst: id,
-                    proto,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    fn rewrite_src(&self, l4: &mut [u8], port: u16, partial: bool) {
-        let at = if self.proto == 1 { 4 } else { 0 };
-        self.rewrite(l4, at, port, partial);
-    }
-
-    fn rewrite_dst(&self, l4: &mut [u8], port: u16, partial: bool) {
-        let at = if self.proto == 1 { 4 } else { 2 };
-        self.rewrite(l4, at, port, partial);
-    }
-
-    /// Writes `port` at `at`, fixing the checksum (unless it is the partial sum of an
-    /// offloaded packet, which covers the pseudo-header only, or UDP's "no checksum").
-    fn rewrite(&self, l4: &mut [u8], at: usize, port: u16, partial: bool) {
-        let old = u16::from_be_bytes([l4[at], l4[at + 1]]);
-        l4[at..at + 2].copy_from_slice(&port.to_be_bytes());
-        let c_at = match self.proto {
-            6 => 16,
-            17 => 6,
-            _ => 2,
-        };
-        if (partial && self.proto != 1) || l4.len() < c_at + 2 {
-            return;
-        }
-        let c = u16::from_be_bytes([l4[c_at], l4[c_at + 1]]);
-        if self.proto == 17 && c == 0 {
-            return;
-        }
-        let mut v = wire::checksum::update_word(c, old, port);
-        if self.proto == 17 && v == 0 {
-            v = 0xffff;
-        }
-        l4[c_at..c_at + 2].copy_from_slice(&v.to_be_bytes());
     }
 }
 

@@ -562,6 +562,7 @@ fn unreachable_destinations_get_icmp_errors() {
     // A blackhole route.
     dc.h1.apply(Change::Route {
         network: net(1),
+        subnet: None,
         cidr: cidr("198.51.100.0/24"),
         target: RouteTarget::Blackhole,
     });
@@ -578,6 +579,105 @@ fn unreachable_destinations_get_icmp_errors() {
     assert_eq!(v, Verdict::Reply);
     let (_, _, ty, code, _) = icmp_of(&out);
     assert_eq!((ty, code), (3, 1));
+}
+
+/// Where a frame from a VM went: to which substrate locator, or the ICMP error's type and
+/// code when the router answered.
+fn outcome(v: Verdict, out: &[u8]) -> Result<Locator, (u8, u8)> {
+    match v {
+        Verdict::ToSubstrate => {
+            Ok(model::SubstrateAddr::decode(out[24..40].try_into().unwrap()).locator)
+        }
+        Verdict::Reply => {
+            let (_, _, ty, code, _) = icmp_of(out);
+            Err((ty, code))
+        }
+        v => panic!("unexpected verdict {v:?}"),
+    }
+}
+
+#[test]
+fn a_subnet_route_table_overrides_the_network_table_for_its_own_nodes_only() {
+    let mut dc = Dc::new();
+    let a = dc.a; // subnet 10.0.0.0/24, host 1
+                  // A node of the other subnet on the same host.
+    let d = Vm {
+        host: H1,
+        port: PortId(9),
+        network: net(1),
+        vip: ip("10.0.1.9"),
+        mac: mac(9, 1),
+        subnet: dc.c.subnet,
+    };
+    dc.h1.apply(Change::AttachNode(d.spec()));
+    let route = |subnet: Option<&str>, to: &str, target| Change::Route {
+        network: net(1),
+        subnet: subnet.map(cidr),
+        cidr: cidr(to),
+        target,
+    };
+    dc.h1.apply(Change::Pool {
+        id: 1,
+        config: PoolConfig::default(),
+        members: members([MemberState::Active; 2]),
+    });
+    // The network blackholes 198.51.100.0/24; subnet 10.0.0.0/24 sends the wider
+    // 198.51.0.0/16 to the pool (its table is looked up first, so it wins over the
+    // network's longer prefix), and blackholes the other subnet, local in the network.
+    dc.h1
+        .apply(route(None, "198.51.100.0/24", RouteTarget::Blackhole));
+    dc.h1.apply(route(
+        Some("10.0.0.0/24"),
+        "198.51.0.0/16",
+        RouteTarget::Pool(1),
+    ));
+    dc.h1.apply(route(
+        Some("10.0.0.0/24"),
+        "10.0.1.0/24",
+        RouteTarget::Blackhole,
+    ));
+    let go = |h: &mut Agent, vm: &Vm, to: &str| {
+        let (v, out) = from_vm(h, vm.port, &ping(vm, ip(to), router(), 64));
+        outcome(v, &out)
+    };
+    let edges = [edge_loc(1), edge_loc(2)];
+    assert!(edges.contains(&go(&mut dc.h1, &a, "198.51.100.7").unwrap()));
+    assert_eq!(
+        go(&mut dc.h1, &d, "198.51.100.7"),
+        Err((3, 0)),
+        "d: blackhole"
+    );
+    assert_eq!(go(&mut dc.h1, &a, "10.0.1.5"), Err((3, 0)), "a: blackhole");
+    assert_eq!(go(&mut dc.h1, &d, "10.0.0.3"), Ok(loc(H2)), "d: local");
+    assert_eq!(go(&mut dc.h1, &d, "10.0.1.5"), Ok(loc(H2)), "d: local");
+    // Nothing in the subnet's table matches: the network's table decides.
+    assert_eq!(go(&mut dc.h1, &a, "10.0.0.3"), Ok(loc(H2)));
+    assert_eq!(go(&mut dc.h1, &a, "192.0.2.10"), Err((3, 0)), "no route");
+    assert_eq!(dc.h1.stats().drops.get(DropReason::Blackhole), 2);
+    assert_eq!(dc.h1.stats().drops.get(DropReason::NoRoute), 1);
+
+    // Removing the subnet's routes brings the network's back, for that subnet only.
+    for to in ["198.51.0.0/16", "10.0.1.0/24"] {
+        dc.h1.apply(Change::RemoveRoute {
+            network: net(1),
+            subnet: Some(cidr("10.0.0.0/24")),
+            cidr: cidr(to),
+        });
+    }
+    assert_eq!(go(&mut dc.h1, &a, "198.51.100.7"), Err((3, 0)));
+    assert_eq!(go(&mut dc.h1, &a, "10.0.1.5"), Ok(loc(H2)));
+    // A route removed from the network's table does not touch a subnet's.
+    dc.h1.apply(route(
+        Some("10.0.0.0/24"),
+        "198.51.0.0/16",
+        RouteTarget::Pool(1),
+    ));
+    dc.h1.apply(Change::RemoveRoute {
+        network: net(1),
+        subnet: None,
+        cidr: cidr("198.51.0.0/16"),
+    });
+    assert!(edges.contains(&go(&mut dc.h1, &a, "198.51.100.7").unwrap()));
 }
 
 #[test]
@@ -633,20 +733,300 @@ fn spoofed_substrate_packets_are_dropped_and_counted() {
         from_substrate(&mut dc.h2, &forged).0,
         Verdict::Drop(DropReason::SpoofedSource)
     );
-    // Another network's id with a real sender: refused as well.
+    // Another network's id with a real sender, and no peering: refused as well.
     let mut cross = six.clone();
     cross[8..24].copy_from_slice(&model::substrate::encode(&loc(H1), net(2), a.vip.octets()));
     cross[24..40].copy_from_slice(&model::substrate::encode(&loc(H2), net(1), b.vip.octets()));
     assert_eq!(
         from_substrate(&mut dc.h2, &cross).0,
-        Verdict::Drop(DropReason::SpoofedSource)
+        Verdict::Drop(DropReason::NotPeered)
     );
     // Sent to host 2's node but at host 1's door.
     assert_eq!(
         from_substrate(&mut dc.h1, &six).0,
         Verdict::Drop(DropReason::WrongLocator)
     );
-    assert_eq!(dc.h2.stats().drops.get(DropReason::SpoofedSource), 2);
+    assert_eq!(dc.h2.stats().drops.get(DropReason::SpoofedSource), 1);
+    assert_eq!(dc.h2.stats().drops.get(DropReason::NotPeered), 1);
+}
+
+// ---- peering ------------------------------------------------------------------------------
+
+/// `Dc` plus network 3 (10.1.0.0/16, peered with network 1) with p on host 2 and q on
+/// host 1. Network 2 has the same addresses as network 1 and no peering.
+fn peered() -> (Dc, Vm, Vm) {
+    let mut dc = Dc::new();
+    let s = Subnet::new(cidr("10.1.0.0/24"));
+    let vm = |host, port, v: &str, m| Vm {
+        host,
+        port: PortId(port),
+        network: net(3),
+        vip: ip(v),
+        mac: mac(m, 3),
+        subnet: s,
+    };
+    let (p, q) = (vm(H2, 4, "10.1.0.5", 5), vm(H1, 5, "10.1.0.6", 6));
+    for h in [&mut dc.h1, &mut dc.h2] {
+        h.apply(Change::Network {
+            id: net(3),
+            cidr: cidr("10.1.0.0/16"),
+        });
+        h.apply(Change::Subnet {
+            network: net(3),
+            subnet: s,
+        });
+        for (from, to, dst) in [(1, 3, "10.1.0.0/16"), (3, 1, "10.0.0.0/16")] {
+            h.apply(Change::Route {
+                network: net(from),
+                subnet: None,
+                cidr: cidr(dst),
+                target: RouteTarget::Peering(net(to)),
+            });
+        }
+        for v in [p, q] {
+            h.apply(Change::Mapping {
+                network: v.network,
+                vip: v.vip,
+                mapping: Some(Mapping {
+                    locator: loc(v.host),
+                    mac: v.mac,
+                }),
+            });
+        }
+    }
+    for v in [p, q] {
+        dc.host(v.host).apply(Change::AttachNode(v.spec()));
+    }
+    (dc, p, q)
+}
+
+/// The echo reply a VM sends back for the echo request `frame` it received, to the router.
+fn echo_reply(frame: &[u8], from: &Vm) -> Vec<u8> {
+    let mut reply = frame.to_vec();
+    reply[..6].copy_from_slice(&router().octets());
+    reply[6..12].copy_from_slice(&from.mac.octets());
+    let mut r = Ipv4Packet::new_unchecked(&mut reply[14..]);
+    let (src, dst) = (r.src(), r.dst());
+    r.set_src(dst);
+    r.set_dst(src);
+    r.set_ttl(64);
+    r.fill_checksum();
+    let l4 = &mut reply[34..];
+    let c = u16::from_be_bytes([l4[2], l4[3]]);
+    assert_eq!(l4[0], 8, "an echo request");
+    l4[0] = 0;
+    l4[2..4].copy_from_slice(&checksum::update_word(c, 0x0800, 0x0000).to_be_bytes());
+    reply
+}
+
+/// The substrate addresses of an encoded packet: (locator, network, IPv4) of each end.
+fn ends(six: &[u8]) -> [(Locator, NetworkId, Ipv4Addr); 2] {
+    let a = |r: std::ops::Range<usize>| {
+        let s = model::SubstrateAddr::decode(six[r].try_into().unwrap());
+        (s.locator, s.network, s.vip)
+    };
+    [a(8..24), a(24..40)]
+}
+
+#[test]
+fn ping_across_a_peering_both_ways() {
+    let (mut dc, p, q) = peered();
+    let a = dc.a;
+    // a (network 1, host 1) -> p (network 3, host 2), and p's answer.
+    let (v, six) = from_vm(&mut dc.h1, a.port, &ping(&a, p.vip, router(), 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(
+        ends(&six),
+        [(loc(H1), net(1), a.vip), (loc(H2), net(3), p.vip)],
+        "each end in its own network"
+    );
+    let (v, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(p.port));
+    let e = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!((e.dst(), e.src()), (p.mac, router()), "routed");
+    assert_eq!(Ipv4Packet::new_checked(&frame[14..]).unwrap().ttl(), 63);
+    let (v, six) = from_vm(&mut dc.h2, p.port, &echo_reply(&frame, &p));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(
+        ends(&six),
+        [(loc(H2), net(3), p.vip), (loc(H1), net(1), a.vip)]
+    );
+    let (v, frame) = from_substrate(&mut dc.h1, &six);
+    assert_eq!(v, Verdict::ToPort(a.port));
+    let (src, dst, ty, _, _) = icmp_of(&frame);
+    assert_eq!((src, dst, ty), (p.vip, a.vip, 0));
+
+    // The other way: p pings a.
+    let (v, six) = from_vm(&mut dc.h2, p.port, &ping(&p, a.vip, router(), 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut dc.h1, &six);
+    assert_eq!(v, Verdict::ToPort(a.port));
+    let (v, six) = from_vm(&mut dc.h1, a.port, &echo_reply(&frame, &a));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(from_substrate(&mut dc.h2, &six).0, Verdict::ToPort(p.port));
+
+    // A peer node on the same host is delivered here, both ways.
+    let (v, frame) = from_vm(&mut dc.h1, a.port, &ping(&a, q.vip, router(), 64));
+    assert_eq!(v, Verdict::ToPort(q.port));
+    let (v, frame) = from_vm(&mut dc.h1, q.port, &echo_reply(&frame, &q));
+    assert_eq!(v, Verdict::ToPort(a.port));
+    assert_eq!(icmp_of(&frame).2, 0);
+    assert_eq!(dc.h1.stats().drops.total() + dc.h2.stats().drops.total(), 0);
+}
+
+#[test]
+fn security_groups_track_replies_across_a_peering() {
+    let (mut dc, p, _) = peered();
+    let a = dc.a;
+    let group = |id, rules| Change::SecurityGroups {
+        port: PortId(0),
+        groups: vec![SecurityGroup::new(id, rules)],
+    };
+    let with_port = |c: Change, port| match c {
+        Change::SecurityGroups { groups, .. } => Change::SecurityGroups { port, groups },
+        _ => unreachable!(),
+    };
+    // a may send anything and takes nothing new; p takes ping from network 1's range
+    // and sends nothing new.
+    let a_sg = group(
+        1,
+        vec![SgRule::egress(
+            Proto::Any,
+            0..=65535,
+            Remote::Cidr(any_cidr()),
+        )],
+    );
+    let p_sg = group(
+        2,
+        vec![SgRule::ingress(
+            Proto::Icmp,
+            0..=255,
+            Remote::Cidr("10.0.0.0/16".parse().unwrap()),
+        )],
+    );
+    dc.h1.apply(with_port(a_sg, a.port));
+    dc.h2.apply(with_port(p_sg, p.port));
+    let (_, six) = from_vm(&mut dc.h1, a.port, &ping(&a, p.vip, router(), 64));
+    let (v, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(p.port));
+    let (v, six) = from_vm(&mut dc.h2, p.port, &echo_reply(&frame, &p));
+    assert_eq!(v, Verdict::ToSubstrate, "p's answer rides the connection");
+    assert_eq!(
+        from_substrate(&mut dc.h1, &six).0,
+        Verdict::ToPort(a.port),
+        "and a's connection lets it in"
+    );
+    // Neither opens anything new towards a.
+    let (v, _) = from_vm(&mut dc.h2, p.port, &ping(&p, a.vip, router(), 64));
+    assert_eq!(v, Verdict::Drop(DropReason::SgDenied));
+}
+
+#[test]
+fn an_unpeered_network_cannot_use_a_peering() {
+    let (mut dc, p, q) = peered();
+    let (a2, c) = (dc.a2, dc.c);
+    // Network 2 has network 1's addresses and no route to network 3.
+    let (v, out) = from_vm(&mut dc.h1, a2.port, &ping(&a2, p.vip, router(), 64));
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(icmp_of(&out).2, 3, "net unreachable");
+    // Its host claims a peering that network 3 never agreed to (no route back to 2).
+    dc.h1.apply(Change::Route {
+        network: net(2),
+        subnet: None,
+        cidr: cidr("10.1.0.0/16"),
+        target: RouteTarget::Peering(net(3)),
+    });
+    let (v, six) = from_vm(&mut dc.h1, a2.port, &ping(&a2, p.vip, router(), 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(ends(&six)[0], (loc(H1), net(2), a2.vip));
+    assert_eq!(
+        from_substrate(&mut dc.h2, &six).0,
+        Verdict::Drop(DropReason::NotPeered)
+    );
+    let (v, _) = from_vm(&mut dc.h1, a2.port, &ping(&a2, q.vip, router(), 64));
+    assert_eq!(v, Verdict::Drop(DropReason::NotPeered), "nor on one host");
+    // A peering route that does not cover the source: network 3 takes only 10.0.0.0/24
+    // from network 1 on host 2 now, so c (10.0.1.5) is refused.
+    dc.h2.apply(Change::RemoveRoute {
+        network: net(3),
+        subnet: None,
+        cidr: cidr("10.0.0.0/16"),
+    });
+    dc.h2.apply(Change::Route {
+        network: net(3),
+        subnet: None,
+        cidr: cidr("10.0.0.0/24"),
+        target: RouteTarget::Peering(net(1)),
+    });
+    let mut forged = six.clone();
+    forged[8..24].copy_from_slice(&model::substrate::encode(&loc(H2), net(1), c.vip.octets()));
+    assert_eq!(
+        from_substrate(&mut dc.h2, &forged).0,
+        Verdict::Drop(DropReason::NotPeered)
+    );
+    // A peered network's address from a locator that does not host it: spoofed.
+    let mut forged = six.clone();
+    let b = dc.b;
+    forged[8..24].copy_from_slice(&model::substrate::encode(&loc(H1), net(1), b.vip.octets()));
+    assert_eq!(
+        from_substrate(&mut dc.h2, &forged).0,
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
+    assert_eq!(dc.h2.stats().drops.get(DropReason::NotPeered), 2);
+    assert_eq!(dc.h1.stats().drops.get(DropReason::NotPeered), 1);
+    assert_eq!(dc.h2.stats().drops.get(DropReason::SpoofedSource), 1);
+}
+
+/// A UDP datagram with a valid checksum.
+fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    u.extend_from_slice(data);
+    let ps = checksum::pseudo_v4(src.octets(), dst.octets(), 17, u.len() as u16);
+    let c = checksum::finish(checksum::add(ps, checksum::sum(&u)));
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    ipv4(src, dst, IpProtocol::UDP, 64, false, &u)
+}
+
+#[test]
+fn icmp_errors_cross_a_peering_with_their_quoted_packet() {
+    let (mut dc, p, _) = peered();
+    let a = dc.a;
+    let dgram = eth(
+        router(),
+        a.mac,
+        EtherType::IPV4,
+        &udp(a.vip, p.vip, 5353, 9999, b"anyone?"),
+    );
+    let (_, six) = from_vm(&mut dc.h1, a.port, &dgram);
+    let (v, frame) = from_substrate(&mut dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(p.port));
+    // p's stack answers "port unreachable", quoting what it got.
+    let mut msg = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&frame[14..]);
+    let c = checksum::checksum(&msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let err = eth(
+        router(),
+        p.mac,
+        EtherType::IPV4,
+        &ipv4(p.vip, a.vip, IpProtocol::ICMP, 64, false, &msg),
+    );
+    let (v, six) = from_vm(&mut dc.h2, p.port, &err);
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut dc.h1, &six);
+    assert_eq!(v, Verdict::ToPort(a.port), "{:?}", dc.h1.translator_stats());
+    let (src, dst, ty, code, body) = icmp_of(&frame);
+    assert_eq!((src, dst, ty, code), (p.vip, a.vip, 3, 3));
+    let inner = Ipv4Packet::new_checked(&body[8..]).unwrap();
+    assert_eq!(
+        (inner.src(), inner.dst()),
+        (a.vip, p.vip),
+        "the quote is a's datagram"
+    );
+    assert_eq!(&inner.payload()[8..], b"anyone?");
 }
 
 #[test]
@@ -882,6 +1262,7 @@ impl Internet {
         for h in [&mut dc.h1, &mut dc.h2] {
             h.apply(Change::Route {
                 network: net(1),
+                subnet: None,
                 cidr: Ipv4Cidr::DEFAULT,
                 target: RouteTarget::Pool(1),
             });
@@ -1073,6 +1454,188 @@ fn unsolicited_inbound_is_dropped_at_the_edge_or_the_agent() {
             .get(DropReason::UnsolicitedInbound),
         2
     );
+}
+
+// ---- health probes ------------------------------------------------------------------------
+
+fn from_substrate_at(h: &mut Agent, pkt: &[u8], now: Instant) -> (Verdict, Vec<u8>) {
+    let mut p = Pkt::new(pkt);
+    let v = p.run(|b| h.from_substrate(b, None, now));
+    (v, p.bytes().to_vec())
+}
+
+impl Internet {
+    /// Host 1's clock at `now`: its probes go out (as a daemon would send what
+    /// `take_ready` hands it), the edges that are `alive` answer, the answers come back.
+    fn probe_at(&mut self, now: Instant, alive: [bool; 2]) {
+        self.dc.h1.tick(now);
+        let mut buf = [0u8; MIN_BUFFER];
+        while let Some((r, n)) = self.dc.h1.take_ready(&mut buf) {
+            assert_eq!(r, Ready::FromSubstrate);
+            let (v, probe) = from_substrate_at(&mut self.dc.h1, &buf[..n], now);
+            assert_eq!(v, Verdict::ToSubstrate, "a probe goes out as it is");
+            let to = model::SubstrateAddr::decode(probe[24..40].try_into().unwrap());
+            let e = (0..2)
+                .find(|&i| edge_loc(i as u8 + 1) == to.locator)
+                .unwrap();
+            if !alive[e] {
+                continue;
+            }
+            let (v, answer) = through_edge(&mut self.edges[e], &probe);
+            assert_eq!(v, EdgeVerdict::ToSubstrate, "the edge answers");
+            let (v, _) = from_substrate_at(&mut self.dc.h1, &answer, now);
+            assert_eq!(v, Verdict::Consumed, "answers never reach a VM");
+        }
+    }
+
+    /// A segment of a's flow from `sport` at `now`: which edge carries it, and the public
+    /// source address and port the internet sees (with a valid checksum).
+    fn send(&mut self, sport: u16, flags: u8, now: Instant) -> (usize, Ipv4Addr, u16) {
+        let a = self.dc.a;
+        let (v, six) = from_vm_at(
+            &mut self.dc.h1,
+            a.port,
+            &to_internet(&a, sport, 80, flags),
+            now,
+        );
+        assert_eq!(v, Verdict::ToSubstrate);
+        let to = model::SubstrateAddr::decode(six[24..40].try_into().unwrap()).locator;
+        let e = (0..2).find(|&i| edge_loc(i as u8 + 1) == to).unwrap();
+        let (v, out) = through_edge(&mut self.edges[e], &six);
+        assert_eq!(v, EdgeVerdict::ToOutside);
+        let (src, public_port, _, _, ok) = tcp_of(&out);
+        assert!(ok);
+        (e, src, public_port)
+    }
+
+    /// The server answers `public_port` through edge `e`: a gets it on its own port.
+    fn answer(&mut self, e: usize, public_port: u16, own_port: u16, now: Instant) {
+        let reply = tcp_seg(ip(SERVER), ip(PUBLIC), 80, public_port, 0x10);
+        let (v, six) = from_outside(&mut self.edges[e], &reply);
+        assert_eq!(v, EdgeVerdict::ToSubstrate);
+        let (v, frame) = from_substrate_at(&mut self.dc.h1, &six, now);
+        assert_eq!(v, Verdict::ToPort(self.dc.a.port));
+        assert_eq!(tcp_of(&frame[14..]).3, own_port);
+    }
+}
+
+#[test]
+fn an_edge_that_stops_answering_probes_loses_its_flows_within_the_bound_and_regains_new_ones() {
+    let mut net_ = Internet::new();
+    let cfg = net_.dc.h1.config().clone();
+    assert_eq!((cfg.probe_interval_ms, cfg.probe_misses), (500, 3));
+    let ms = Instant::from_millis;
+    // 24 NATed flows, spread over both edges.
+    let flows: Vec<u16> = (40000..40024).collect();
+    let mut seen = Vec::new();
+    for &p in &flows {
+        seen.push(net_.send(p, 0x02, ms(0)));
+    }
+    let on = |e: usize, seen: &[(usize, Ipv4Addr, u16)]| seen.iter().filter(|s| s.0 == e).count();
+    assert!(
+        on(0, &seen) > 0 && on(1, &seen) > 0,
+        "both edges carry flows"
+    );
+
+    // Both answer: nothing is marked down.
+    for t in (0..=1000).step_by(100) {
+        net_.probe_at(ms(t), [true, true]);
+    }
+    let st = net_.dc.h1.stats().clone();
+    assert_eq!(
+        (st.probes_sent, st.probes_answered, st.members_down),
+        (6, 6, 0)
+    );
+
+    // Edge 0 stops answering after its answer at 1000 ms. Two misses are not enough.
+    let bound = cfg.probe_interval_ms * (cfg.probe_misses as u64 + 1);
+    let mut down_at = None;
+    for t in (1100..=1000 + bound).step_by(100) {
+        net_.probe_at(ms(t), [false, true]);
+        if down_at.is_none() && net_.dc.h1.stats().members_down == 1 {
+            down_at = Some(t);
+        }
+    }
+    let down_at = down_at.expect("marked down within the bound");
+    assert!(
+        down_at - 1000 > cfg.probe_interval_ms * 2,
+        "not before the third miss"
+    );
+    let now = ms(down_at + 100);
+
+    // Every flow now goes through edge 1, with the public address and port it had; the
+    // answers come back to a's own port. Edge 1's flows never moved.
+    for (i, &p) in flows.iter().enumerate() {
+        let (e, src, port) = net_.send(p, 0x10, now);
+        assert_eq!(e, 1, "flow {p} is off the dead edge");
+        assert_eq!(
+            (src, port),
+            (seen[i].1, seen[i].2),
+            "flow {p} keeps its public port"
+        );
+        net_.answer(e, port, p, now);
+    }
+    assert_eq!(
+        net_.dc.h1.pools[&1].counters().pins_moved,
+        on(0, &seen) as u64
+    );
+    for p in 41000..41016 {
+        assert_eq!(
+            net_.send(p, 0x02, now).0,
+            1,
+            "new flows avoid the dead edge"
+        );
+    }
+
+    // Edge 0 answers again: up at the next round, and it takes new flows again, while
+    // the flows that moved stay where they are now.
+    let back = down_at + 500;
+    net_.probe_at(ms(back), [true, true]);
+    assert_eq!(net_.dc.h1.stats().members_down, 0);
+    let later = ms(back + 100);
+    let fresh: Vec<usize> = (42000..42024)
+        .map(|p| net_.send(p, 0x02, later).0)
+        .collect();
+    assert!(fresh.contains(&0) && fresh.contains(&1), "{fresh:?}");
+    for &p in &flows {
+        assert_eq!(net_.send(p, 0x10, later).0, 1, "moved flows stay pinned");
+    }
+    let st = net_.dc.h1.stats();
+    assert!(st.probes_answered < st.probes_sent);
+    assert!(net_.edges[0].stats().probes_answered > 0);
+}
+
+#[test]
+fn only_the_edge_itself_answers_its_probe_address_and_stray_probes_are_dropped() {
+    let mut net_ = Internet::new();
+    net_.dc.h1.tick(T0);
+    let mut buf = [0u8; MIN_BUFFER];
+    let (_, n) = net_.dc.h1.take_ready(&mut buf).unwrap();
+    let probe = buf[..n].to_vec();
+    let to = model::SubstrateAddr::decode(probe[24..40].try_into().unwrap()).locator;
+    let other = if to == edge_loc(1) { 1 } else { 0 };
+    // Delivered to the wrong edge: not answered (and not sent outside either).
+    let (v, _) = through_edge(&mut net_.edges[other], &probe);
+    assert!(matches!(v, EdgeVerdict::Drop(_)), "{v:?}");
+    assert_eq!(net_.edges[other].stats().probes_answered, 0);
+    // The probe passes the agent once; a copy fed again is not sent.
+    assert_eq!(
+        from_substrate(&mut net_.dc.h1, &probe).0,
+        Verdict::ToSubstrate
+    );
+    assert_eq!(
+        from_substrate(&mut net_.dc.h1, &probe).0,
+        Verdict::Drop(DropReason::UnexpectedProbe)
+    );
+    // An answer nobody asked for (another agent's identifier) is dropped.
+    let mut stray = [0u8; crate::probe::LEN];
+    crate::probe::request(&mut stray, &loc(H1), &to, 1, 1, 0);
+    crate::probe::answer(&mut stray);
+    assert_eq!(
+        from_substrate(&mut net_.dc.h1, &stray).0,
+        Verdict::Drop(DropReason::UnexpectedProbe)
+    );
+    assert_eq!(net_.dc.h1.stats().probes_sent, 1);
 }
 
 #[test]
@@ -1314,7 +1877,7 @@ proptest::proptest! {
         let mut ms: Vec<Member> = (0..4u8)
             .map(|i| Member { id: i as u32 + 1, locator: edge_loc(i + 1), weight: 1, state: MemberState::Active, load: None })
             .collect();
-        dc.h1.apply(Change::Route { network: net(1), cidr: Ipv4Cidr::DEFAULT, target: RouteTarget::Pool(1) });
+        dc.h1.apply(Change::Route { network: net(1), subnet: None, cidr: Ipv4Cidr::DEFAULT, target: RouteTarget::Pool(1) });
         dc.h1.apply(Change::Pool { id: 1, config: cfg, members: ms.clone() });
         dc.h1.apply(Change::PortBlocks { network: net(1), vip: a.vip, blocks: vec![block] });
         let mut edges: Vec<Edge> = (0..4u8).map(|i| Edge::new(edge_loc(i + 1))).collect();

@@ -12,7 +12,7 @@ use super::{
     df_for, flow_label, ports_of, wire_err, EncodeMap, PacketBuf, Translator, V4Header, V6Header,
 };
 use crate::drops::DropReason;
-use model::substrate;
+use model::{substrate, NetworkId};
 use wire::checksum;
 use wire::ipv4::{self, Ipv4Packet};
 use wire::ipv6::{self, FragRepr, Ipv6Exts, Ipv6Packet};
@@ -205,6 +205,7 @@ fn original_datagram(msg: &[u8], len_attr: u8, len_unit: usize) -> &[u8] {
 pub(super) fn encode(
     t: &mut Translator,
     map: &EncodeMap,
+    dst_net: NetworkId,
     pkt: &mut PacketBuf<'_>,
     hop_limit: u8,
     src6: &[u8; 16],
@@ -265,7 +266,7 @@ pub(super) fn encode(
                 .map_or(ICMPV6_ERROR_MAX, |m| (m as usize).min(ICMPV6_ERROR_MAX));
             let n = encode_error(
                 t,
-                map,
+                (map, dst_net),
                 &pkt.as_slice()[hl..hl + msg_len],
                 &mut out[..limit],
                 (tos, hop_limit, src4, dst4),
@@ -282,7 +283,7 @@ pub(super) fn encode(
 /// largest allowed result); returns its length.
 fn encode_error(
     t: &Translator,
-    map: &EncodeMap,
+    (map, dst_net): (&EncodeMap, NetworkId),
     msg: &[u8],
     out: &mut [u8],
     (tos, hop_limit, src4, dst4): (u8, u8, [u8; 4], [u8; 4]),
@@ -340,10 +341,9 @@ fn encode_error(
 
     // Inner IPv6 header: it travelled the other way, so its source lives behind the
     // outer destination's locator and its destination behind the outer source's.
-    let net = map.network;
     let (isrc4, idst4) = (ip.src_bytes(), ip.dst_bytes());
-    let isrc6 = substrate::encode(&map.dst, net, isrc4);
-    let idst6 = substrate::encode(&map.src, net, idst4);
+    let isrc6 = substrate::encode(&map.dst, dst_net, isrc4);
+    let idst6 = substrate::encode(&map.src, map.network, idst4);
     let inner_next = if inner_proto == IpProtocol::ICMP {
         IpProtocol::ICMPV6
     } else {
@@ -362,7 +362,7 @@ fn encode_error(
     };
     let ih = V6Header {
         tc: ip.tos(),
-        flow: flow_label(net, isrc4, idst4, inner_proto.0, ports),
+        flow: flow_label(dst_net, isrc4, idst4, inner_proto.0, ports),
         next_header: inner_next,
         hop_limit: ip.ttl(),
         src: &isrc6,
@@ -405,7 +405,7 @@ fn encode_error(
 
     V6Header {
         tc: tos,
-        flow: flow_label(net, src4, dst4, IpProtocol::ICMP.0, 0),
+        flow: flow_label(map.network, src4, dst4, IpProtocol::ICMP.0, 0),
         next_header: IpProtocol::ICMPV6,
         hop_limit,
         src: src6,

@@ -3,7 +3,8 @@
 //!
 //! - **encode** (IPv4 -> IPv6, RFC 7915 section 4): the sender's host (or edge) writes an
 //!   IPv6 header in place of the IPv4 one. `src = map.src | net | IPv4 src`,
-//!   `dst = map.dst | net | IPv4 dst`.
+//!   `dst = map.dst | net | IPv4 dst`; across a peering the destination's network is the
+//!   peer's ([`Translator::encode_with`]).
 //! - **decode** (IPv6 -> IPv4, section 5): the receiver takes the low 32 bits of each
 //!   address back, and reports the locators and network ids it found so the caller can
 //!   check that the sender is who it claims to be.
@@ -78,6 +79,20 @@ pub struct EncodeMap {
     pub dst: Locator,
 }
 
+/// Per-packet choices of [`Translator::encode_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOpts {
+    /// The destination's network: `map.network` but across a peering. The source address
+    /// carries `map.network`, the destination address this, and the packet inside an
+    /// ICMP error the same two reversed.
+    pub dst_network: NetworkId,
+    /// The packet was routed: it leaves with one hop less, as from a router. Cheaper than
+    /// decrementing the TTL first: the IPv4 header and its checksum are not rewritten, the
+    /// encoding drops them anyway. A packet that has no hop left is dropped
+    /// ([`DropReason::TtlExceeded`]); the router answers it before.
+    pub routed: bool,
+}
+
 /// The substrate addresses of a decoded packet, for the caller's checks (does the
 /// source locator really host this network's source address?).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +165,12 @@ pub fn flow_label(network: NetworkId, src: [u8; 4], dst: [u8; 4], proto: u8, por
     }
 }
 
-/// Ports for the flow label from the first 4 bytes of a TCP/UDP header, if present.
+/// Ports for the flow label of a TCP/UDP packet (0 for other protocols: an ICMP echo's
+/// label hashes its identifier where ICMP is translated).
 #[inline]
 fn ports_of(proto: IpProtocol, l4: &[u8]) -> u32 {
-    if (proto == IpProtocol::TCP || proto == IpProtocol::UDP) && l4.len() >= 4 {
-        u32::from_be_bytes([l4[0], l4[1], l4[2], l4[3]])
+    if proto == IpProtocol::TCP || proto == IpProtocol::UDP {
+        crate::ports::FlowPorts::transport_word(l4).unwrap_or(0)
     } else {
         0
     }
@@ -381,7 +397,24 @@ impl Translator {
         pkt: &mut PacketBuf<'_>,
         vnet: Option<&mut VirtioNetHdr>,
     ) -> Result<(), DropReason> {
-        let r = self.encode_inner(map, pkt, vnet);
+        let opts = EncodeOpts {
+            dst_network: map.network,
+            routed: false,
+        };
+        let r = self.encode_inner(map, opts, pkt, vnet);
+        self.count(r)
+    }
+
+    /// As [`encode`](Self::encode), with the choices of [`EncodeOpts`]: a destination in
+    /// another network (a peering), a routed packet.
+    pub fn encode_with(
+        &mut self,
+        map: &EncodeMap,
+        opts: EncodeOpts,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+    ) -> Result<(), DropReason> {
+        let r = self.encode_inner(map, opts, pkt, vnet);
         self.count(r)
     }
 
@@ -400,6 +433,7 @@ impl Translator {
     fn encode_inner(
         &mut self,
         map: &EncodeMap,
+        opts: EncodeOpts,
         pkt: &mut PacketBuf<'_>,
         vnet: Option<&mut VirtioNetHdr>,
     ) -> Result<(), DropReason> {
@@ -415,11 +449,16 @@ impl Translator {
         if hl > ipv4::HEADER_LEN && ip.has_unexpired_source_route() {
             return Err(DropReason::SourceRoute);
         }
-        let hop_limit = self.hop(ip.ttl())?;
+        let hop_limit = self
+            .hop(ip.ttl())?
+            .checked_sub(opts.routed as u8)
+            .filter(|&h| h > 0)
+            .ok_or(DropReason::TtlExceeded)?;
+        let dst_net = opts.dst_network;
         let proto = ip.protocol();
         let (src4, dst4) = (ip.src_bytes(), ip.dst_bytes());
         let src6 = substrate::encode(&map.src, map.network, src4);
-        let dst6 = substrate::encode(&map.dst, map.network, dst4);
+        let dst6 = substrate::encode(&map.dst, dst_net, dst4);
 
         if proto == IpProtocol::ICMP {
             if vnet
@@ -428,7 +467,7 @@ impl Translator {
             {
                 return Err(DropReason::OffloadMismatch);
             }
-            return icmp::encode(self, map, pkt, hop_limit, &src6, &dst6);
+            return icmp::encode(self, map, dst_net, pkt, hop_limit, &src6, &dst6);
         }
         if proto == IpProtocol::IGMP {
             return Err(DropReason::Igmp);

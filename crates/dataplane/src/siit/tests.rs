@@ -913,3 +913,54 @@ fn addresses_decode_to_the_substrate_parts() {
         (Ipv4Addr::from(A), Ipv4Addr::from(B))
     );
 }
+
+#[test]
+fn encode_with_a_peer_network_and_a_routed_hop() {
+    let peer = NetworkId::new(NET + 1).unwrap();
+    let opts = EncodeOpts {
+        dst_network: peer,
+        routed: true,
+    };
+    let with = |t: &mut Translator, pkt: &[u8]| {
+        run(t, pkt, HEADROOM, |t, p| {
+            t.encode_with(&map(), opts, p, None)
+        })
+    };
+    let mut t = Translator::default();
+    let mut h = V4::new(17);
+    h.ttl = 9;
+    let pkt = h.build(&udp(A, B, 5353, 53, b"peer", false));
+    let out = with(&mut t, &pkt).unwrap();
+    let ip = Ipv6Packet::new_checked(&out[..]).unwrap();
+    assert_eq!(
+        ip.src_bytes(),
+        &sub(SRC_LOC, A),
+        "the source keeps its network"
+    );
+    assert_eq!(
+        ip.dst_bytes(),
+        &substrate::encode(&DST_LOC.parse().unwrap(), peer, B),
+        "the destination is in the peer network"
+    );
+    assert_eq!(ip.hop_limit(), 8, "routed: one hop less");
+    assert!(v6_l4_ok(&out), "the checksum covers the peer's address");
+    // A routed packet with no hop left is not sent.
+    h.ttl = 1;
+    let pkt = h.build(&udp(A, B, 5353, 53, b"peer", false));
+    assert_eq!(with(&mut t, &pkt), Err(DropReason::TtlExceeded));
+
+    // An error about a packet that came across the peering: the quoted packet's source
+    // is in the peer network (behind the outer destination), its destination in ours.
+    // (B, here, answers A, in the peer network, about A's datagram.)
+    let orig = V4::new(17).build(&udp(A, B, 5000, 53, b"query", false));
+    let err = error_about(3, 3, [0; 4], &orig);
+    let out = with(&mut t, &err).unwrap();
+    let (inner, _) = inner_of_v6(&out);
+    assert_eq!(
+        inner.src_bytes(),
+        &substrate::encode(&DST_LOC.parse().unwrap(), peer, A)
+    );
+    assert_eq!(inner.dst_bytes(), &sub(SRC_LOC, B));
+    // The receiving side's decode accepts it: the inner networks are the outer reversed.
+    assert!(v4_ok(&dec(&out)));
+}
