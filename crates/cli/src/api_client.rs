@@ -77,22 +77,35 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// A client of the manager at `url` (e.g. `http://127.0.0.1:7450`) using `token`.
+    /// A client of the manager at `url` (e.g. `http://127.0.0.1:7450`, or
+    /// `unix:/run/canopy/manager.sock` for its Unix socket) using `token`.
     pub fn new(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
         let token = match token {
             Some(t) if !t.trim().is_empty() => t.trim().to_string(),
             _ => return Err(ClientError::NoToken),
         };
-        let base = url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::BadUrl(format!(
-                "{url:?} (expected http://HOST:PORT)"
-            )));
-        }
-        let http = Client::builder()
+        let mut builder = Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .user_agent(concat!("canopy-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("canopy-cli/", env!("CARGO_PKG_VERSION")));
+        let base = if let Some(path) = url.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ClientError::BadUrl(format!(
+                    "{url:?} (expected unix:/path/to/manager.sock)"
+                )));
+            }
+            // Every request goes to the socket; the host in the URL is only the Host header.
+            builder = builder.unix_socket(path);
+            "http://localhost".to_string()
+        } else {
+            url.trim_end_matches('/').to_string()
+        };
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::BadUrl(format!(
+                "{url:?} (expected http://HOST:PORT or unix:/path/to/manager.sock)"
+            )));
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::BadUrl(e.to_string()))?;
         Ok(Self { base, token, http })

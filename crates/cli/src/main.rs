@@ -2,6 +2,9 @@
 
 mod api_client;
 mod capture;
+mod daemon;
+mod demo;
+mod lab;
 mod link;
 mod policy;
 mod resources;
@@ -73,15 +76,22 @@ enum Command {
     PortBlock(policy::PortBlockCmd),
     SecurityGroup(policy::SecurityGroupCmd),
     Acl(policy::AclCmd),
+    Agent(daemon::AgentArgs),
+    Lab(lab::LabCmd),
+    Demo(demo::DemoArgs),
 }
 
 /// Exit code for bad arguments and unusable files, as for clap's usage errors.
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // `canopy edge --edge-id ...` is the edge daemon; other `canopy edge` lines are verbs.
+    if let Some(code) = daemon::edge_from_args(init_logging) {
+        return code;
+    }
     let cli = Cli::parse();
     // Daemons say what they do at info by default; tools stay quiet unless asked.
-    let daemon = matches!(cli.command, Command::Manager(_));
+    let daemon = matches!(cli.command, Command::Manager(_) | Command::Agent(_));
     init_logging(cli.verbose + daemon as u8);
     match cli.command {
         Command::Manager(args) => {
@@ -127,6 +137,9 @@ fn main() -> ExitCode {
         Command::PortBlock(c) => api_verb(resources::Verb::PortBlock(c)),
         Command::SecurityGroup(c) => api_verb(resources::Verb::SecurityGroup(c)),
         Command::Acl(c) => api_verb(resources::Verb::Acl(c)),
+        Command::Agent(a) => daemon::agent(a),
+        Command::Lab(c) => lab::run(c),
+        Command::Demo(a) => demo::run(a),
     }
 }
 

@@ -30,9 +30,10 @@ pub use store::{open, Store};
 /// Flags of `canopy manager`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ManagerArgs {
-    /// Address to serve the API on.
+    /// Where to serve the API: `HOST:PORT` (TCP) or `unix:<PATH>` (a Unix socket, for
+    /// daemons on the same machine; a stale socket file at PATH is replaced).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7450")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Store: `sqlite:<PATH>` (created on first start) or `postgres://...`.
     #[arg(long, value_name = "URL", default_value = "sqlite:canopy.db")]
     pub database: String,
@@ -47,6 +48,55 @@ pub struct ManagerArgs {
     /// IPv6 prefix that /72 host and edge locators are carved from.
     #[arg(long, value_name = "PREFIX", default_value = SubstratePrefix::DEFAULT)]
     pub substrate_prefix: SubstratePrefix,
+}
+
+/// Where the manager serves: a TCP address or a Unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `HOST:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:<PATH>`.
+    Unix(std::path::PathBuf),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, e.g. unix:/run/canopy/manager.sock".into());
+            }
+            return Ok(ListenAddr::Unix(path.into()));
+        }
+        s.parse().map(ListenAddr::Tcp).map_err(|_| {
+            format!("{s:?} is neither HOST:PORT (e.g. 127.0.0.1:7450) nor unix:<PATH>")
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Binds a Unix socket at `path`, replacing a socket file left by an earlier run (but
+/// never another kind of file).
+fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        } else {
+            anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+    }
+    tokio::net::UnixListener::bind(path).with_context(|| format!("binding unix:{}", path.display()))
 }
 
 /// Counters kept in memory (per replica).
@@ -192,25 +242,46 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             "admin token: the one generated on first start (pass --admin-token to use another)"
         );
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
-    println!("canopy manager listening on http://{local} (OpenAPI at /openapi.json)");
-    println!("database: {}", redact_url(&args.database));
-    println!("substrate prefix: {}", args.substrate_prefix);
-    tracing::info!(%local, "manager started");
     let streams = state.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            streams.stop_streams();
-        })
-        .await
-        .context("serving")?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        streams.stop_streams();
+    };
+    let app = router(state);
+    match &args.listen {
+        ListenAddr::Tcp(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let local = listener.local_addr()?;
+            announce(&format!("http://{local}"), &args);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving")?;
+        }
+        ListenAddr::Unix(path) => {
+            let listener = bind_unix(path)?;
+            announce(&format!("unix:{}", path.display()), &args);
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving");
+            let _ = std::fs::remove_file(path);
+            served?;
+        }
+    }
     store.close().await;
     tracing::info!("manager stopped");
     Ok(())
+}
+
+/// Prints where the manager serves (tests and the lab read the first line).
+fn announce(at: &str, args: &ManagerArgs) {
+    println!("canopy manager listening on {at} (OpenAPI at /openapi.json)");
+    println!("database: {}", redact_url(&args.database));
+    println!("substrate prefix: {}", args.substrate_prefix);
+    tracing::info!(listen = at, "manager started");
 }
 
 async fn shutdown_signal() {
@@ -235,4 +306,27 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ListenAddr;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            "127.0.0.1:7450".parse::<ListenAddr>(),
+            Ok(ListenAddr::Tcp("127.0.0.1:7450".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/run/canopy/m.sock".parse::<ListenAddr>(),
+            Ok(ListenAddr::Unix("/run/canopy/m.sock".into()))
+        );
+        assert_eq!(
+            ListenAddr::Unix("/x.sock".into()).to_string(),
+            "unix:/x.sock"
+        );
+        assert!("unix:".parse::<ListenAddr>().is_err());
+        assert!("localhost".parse::<ListenAddr>().is_err());
+    }
 }

@@ -11,7 +11,7 @@
 //! allocated per packet.
 
 use dataplane::agent::{
-    Agent, Change, Event, Mapping, PortId, Ready, Verdict, HEADROOM, MIN_BUFFER,
+    Agent, AgentStats, Change, Event, Mapping, PortId, Ready, Verdict, HEADROOM, MIN_BUFFER,
 };
 use dataplane::{Instant, PacketBuf};
 use model::NetworkId;
@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wire::virtio::VirtioNetHdr;
 
 use crate::tap::{Device, VNET_HDR_LEN};
@@ -93,12 +93,22 @@ struct Io {
     stats: IoStats,
 }
 
+/// A copy of the loop's counters, taken on tick (off the packet path) for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct LoopStats {
+    pub agent: AgentStats,
+    pub io: IoStats,
+    /// VM ports with a device.
+    pub ports: usize,
+}
+
 /// The loop's state; [`run`](AgentLoop::run) gives it back when stopped.
 pub struct AgentLoop {
     agent: Agent,
     io: Io,
     buf: Box<[u8]>,
     clock: std::time::Instant,
+    stats_sink: Option<watch::Sender<LoopStats>>,
 }
 
 impl AgentLoop {
@@ -114,7 +124,23 @@ impl AgentLoop {
             },
             buf: vec![0u8; HEADROOM + MAX_PACKET + MIN_BUFFER].into_boxed_slice(),
             clock: std::time::Instant::now(),
+            stats_sink: None,
         })
+    }
+
+    /// Publishes a copy of the counters there on every tick.
+    pub fn set_stats_sink(&mut self, sink: watch::Sender<LoopStats>) {
+        self.stats_sink = Some(sink);
+    }
+
+    fn publish_stats(&self) {
+        if let Some(sink) = &self.stats_sink {
+            sink.send_replace(LoopStats {
+                agent: self.agent.stats().clone(),
+                io: self.io.stats.clone(),
+                ports: self.io.ports.len(),
+            });
+        }
     }
 
     /// Adds (or replaces) the device of a VM's port.
@@ -173,6 +199,7 @@ impl AgentLoop {
                     let now = self.now();
                     self.agent.tick(now);
                     self.drain_ready(now);
+                    self.publish_stats();
                 }
                 which = std::future::poll_fn(|cx| io.poll_readable(cx, first)) => {
                     let which = which?;
@@ -207,7 +234,12 @@ impl AgentLoop {
                 self.agent.on_resolved(network, ip, mapping, now);
                 self.drain_ready(now);
             }
-            Command::AddPort(id, dev) => self.add_port(id, dev)?,
+            Command::AddPort(id, dev) => {
+                // A device that cannot be registered is one port lost, not the host.
+                if let Err(e) = self.add_port(id, dev) {
+                    tracing::warn!(port = id.0, error = %e, "cannot use the port's device");
+                }
+            }
             Command::RemovePort(id) => self.remove_port(id),
         }
         Ok(())
@@ -230,6 +262,7 @@ impl AgentLoop {
             io,
             buf,
             clock,
+            ..
         } = self;
         let (dev, source) = match which {
             0 => (&io.substrate, Source::Substrate),

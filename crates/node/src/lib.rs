@@ -1,9 +1,17 @@
 //! The daemons' I/O layer: TAP and TUN devices with virtio-net offloads ([`tap`]), network
 //! namespaces and interface configuration through iproute2 ([`netns`]), and the agent's
-//! packet loop that joins the devices to the sans-IO pipeline ([`agent_loop`]).
+//! packet loop that joins the devices to the sans-IO pipeline ([`agent_loop`]); the
+//! manager client and its watch stream ([`control`]), the configuration derived from it
+//! ([`desired`]), and the daemons `canopy agent` ([`agentd`]) and `canopy edge`
+//! ([`edged`]) with their Prometheus metrics ([`metrics`]).
 //!
 //! Linux only.
 
 pub mod agent_loop;
+pub mod agentd;
+pub mod control;
+pub mod desired;
+pub mod edged;
+pub mod metrics;
 pub mod netns;
 pub mod tap;

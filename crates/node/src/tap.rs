@@ -90,6 +90,12 @@ impl Device {
     }
 
     pub fn open(name: &str, kind: Kind) -> io::Result<Device> {
+        Device::open_with(name, kind, WANTED_OFFLOADS)
+    }
+
+    /// Like [`open`](Self::open), asking for the offloads `want` (`0`: none, so that the
+    /// kernel hands over only complete, checksummed packets of at most the MTU).
+    pub fn open_with(name: &str, kind: Kind, want: u32) -> io::Result<Device> {
         check_ifname(name)?;
         // SAFETY: a valid NUL-terminated path; the result is checked.
         let raw = cvt(unsafe {
@@ -128,7 +134,7 @@ impl Device {
                 return Err(e);
             }
         }
-        let offloads = set_offloads(raw)?;
+        let offloads = set_offloads(raw, want)?;
         Ok(Device {
             fd,
             name,
@@ -150,6 +156,47 @@ impl Device {
     /// The `TUN_F_*` offloads the kernel accepted.
     pub fn offloads(&self) -> u32 {
         self.offloads
+    }
+
+    /// Makes the device outlive its descriptor (`TUNSETPERSIST`): a restarted daemon
+    /// attaches to it again by name, and whatever uses it (a VM's interface, routes
+    /// into it) stays as it was meanwhile. `false` lets it go with the last descriptor.
+    pub fn set_persist(&self, persist: bool) -> io::Result<()> {
+        // SAFETY: TUNSETPERSIST takes its argument by value.
+        cvt(unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETPERSIST as _,
+                libc::c_ulong::from(persist),
+            )
+        })
+        .map(drop)
+    }
+
+    /// Creates (or attaches to) a device inside the network namespace at `netns_path`
+    /// (e.g. `/run/netns/vm1`), from a short-lived thread that enters it; the descriptor
+    /// then works from any namespace. `setup` runs in that thread, inside the namespace,
+    /// after the device is open (to configure it with `ip`, say).
+    pub fn open_in_netns(
+        netns_path: &std::path::Path,
+        name: &str,
+        kind: Kind,
+        setup: impl FnOnce(&Device) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<Device> {
+        let ns = std::fs::File::open(netns_path)?;
+        let name = name.to_string();
+        std::thread::Builder::new()
+            .name("canopy-netns".into())
+            .spawn(move || {
+                // SAFETY: setns on a descriptor we own; it changes only this thread's
+                // namespace, and the thread ends right after.
+                cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+                let dev = Device::open(&name, kind)?;
+                setup(&dev)?;
+                Ok(dev)
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the namespace thread panicked"))?
     }
 
     /// Reads one packet with its `virtio_net_hdr` in front: returns the bytes read
@@ -190,9 +237,9 @@ impl Device {
 }
 
 /// Asks for [`WANTED_OFFLOADS`], falling back to checksum only, then none.
-fn set_offloads(fd: RawFd) -> io::Result<u32> {
+fn set_offloads(fd: RawFd, first: u32) -> io::Result<u32> {
     let mut last = None;
-    for want in [WANTED_OFFLOADS, libc::TUN_F_CSUM, 0] {
+    for want in [first, first & libc::TUN_F_CSUM, 0] {
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
         match cvt(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, want as libc::c_ulong) }) {
             Ok(_) => return Ok(want),

@@ -1,0 +1,646 @@
+//! `canopy agent`: one host's daemon. It keeps the manager's watch stream, turns it into
+//! the agent pipeline's configuration ([`crate::desired`]), owns one TAP per node of the
+//! host and the substrate TUN, runs [`AgentLoop`], answers the pipeline's resolve and
+//! port-block requests through the manager, and serves metrics.
+//!
+//! Devices are persistent (`TUNSETPERSIST`): an agent that stops leaves every VM's
+//! interface and the substrate device as they were, and the next one attaches to them
+//! again, so a restart pauses flows instead of breaking them. A node's TAP goes when the
+//! node is deleted. While the manager is away the loop keeps forwarding with what it has;
+//! the watch stream reconnects in the background and resumes from its last revision.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::agent::{Agent, AgentConfig, Change, Event, Mapping, PortId};
+use model::Locator;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::agent_loop::{AgentLoop, Command, LoopStats};
+use crate::control::{ControlError, ManagerClient, WatchItem};
+use crate::desired::{self, AgentConfigSet, Catalog, Effect, Ids, Key, LocalNode};
+use crate::metrics::{self, ControlCounters, Text};
+use crate::netns;
+use crate::tap::{Device, Kind};
+
+/// How `canopy agent` was asked to run.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub manager: String,
+    pub token: String,
+    pub host_id: String,
+    pub substrate_dev: String,
+    /// `{name}` is replaced by the node's name: if that namespace path exists, the node's
+    /// TAP is made inside it, named `eth0`, with the node's MAC.
+    pub vm_netns: Option<String>,
+    pub metrics: Option<SocketAddr>,
+    pub substrate_mtu: u16,
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// Capacity of the command channel to the loop.
+const COMMANDS: usize = 4096;
+
+/// A node's device as the daemon keeps it: a second descriptor, to unpersist it when the
+/// node goes (the loop holds the first).
+struct PortDev {
+    fd: OwnedFd,
+    name: String,
+}
+
+/// Waits until the catalog has seen a complete snapshot. `None` if `shutdown` came first.
+pub(crate) async fn first_sync(
+    events: &mut mpsc::Receiver<WatchItem>,
+    catalog: &mut Catalog,
+    counters: &ControlCounters,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<()> {
+    let mut warned = false;
+    loop {
+        let item = tokio::select! {
+            () = &mut *shutdown => return None,
+            item = events.recv() => item?,
+        };
+        match item {
+            WatchItem::Event(ev) => {
+                if catalog.ingest(&ev) == Effect::Synced {
+                    return Some(());
+                }
+            }
+            WatchItem::Connected { .. } => ControlCounters::inc(&counters.watch_connects),
+            WatchItem::Disconnected { error } => {
+                ControlCounters::inc(&counters.watch_disconnects);
+                if !warned {
+                    tracing::warn!(%error, "manager not reachable yet; retrying");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `path` (through a temporary file, so readers never see it half written).
+pub(crate) fn write_ready(path: &Path) -> Result<(), DaemonError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(io_err(format!("writing the ready file {}", path.display())))
+}
+
+/// Creates (or attaches to) a TUN, persistent, up with `mtu`, and routes `routes` into it
+/// (`ip route replace`; IPv6 or IPv4 by their form).
+pub(crate) fn setup_tun(
+    name: &str,
+    mtu: u16,
+    offloads: u32,
+    routes: &[String],
+) -> Result<Device, DaemonError> {
+    let dev = Device::open_with(name, Kind::Tun, offloads)
+        .map_err(io_err(format!("opening the TUN device {name}")))?;
+    dev.set_persist(true)
+        .map_err(io_err(format!("making {name} persistent")))?;
+    let mtu = mtu.to_string();
+    netns::ip(&["link", "set", "dev", name, "mtu", &mtu, "up"])
+        .map_err(io_err(format!("bringing {name} up")))?;
+    for r in routes {
+        let family = if r.contains(':') { "-6" } else { "-4" };
+        netns::ip(&[family, "route", "replace", r, "dev", name])
+            .map_err(io_err(format!("routing {r} into {name}")))?;
+    }
+    Ok(dev)
+}
+
+/// The TAP of a local node: in its VM namespace when the template names one that exists,
+/// else in ours.
+fn open_port(node: &LocalNode, template: Option<&str>) -> io::Result<Device> {
+    if let Some(t) = template {
+        let path = PathBuf::from(t.replace("{name}", &node.name));
+        if path.exists() {
+            let mac = node.mac.to_string();
+            let dev = Device::open_in_netns(&path, "eth0", Kind::Tap, move |d| {
+                d.set_persist(true)?;
+                netns::ip(&["link", "set", "dev", "eth0", "address", &mac, "up"])?;
+                Ok(())
+            })?;
+            tracing::info!(node = node.node_id, netns = %path.display(), "VM port eth0 ready");
+            return Ok(dev);
+        }
+        tracing::info!(node = node.node_id, netns = %path.display(),
+            "no such VM namespace; the port is made in the agent's namespace");
+    }
+    let name = port_name(&node.node_id);
+    let dev = Device::tap(&name)?;
+    dev.set_persist(true)?;
+    netns::ip(&["link", "set", "dev", &name, "up"])?;
+    tracing::info!(node = node.node_id, device = name, "VM port ready");
+    Ok(dev)
+}
+
+/// `cn` + the 12 hex digits of a node id (`node-1a2b3c4d5e6f`), or of a hash of it.
+pub fn port_name(node_id: &str) -> String {
+    let tail = node_id.rsplit('-').next().unwrap_or(node_id);
+    if tail.len() == 12 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("cn{}", tail.to_ascii_lowercase())
+    } else {
+        format!("cn{:012x}", u64::from(desired::member_id(node_id)) << 16)
+    }
+}
+
+/// Deletes the TAPs of this namespace named like a node's port (`cn` + 12 hex digits)
+/// that belong to no node of the host any more: nodes deleted while no agent ran.
+/// (Ports inside VM namespaces go with those namespaces.)
+fn remove_stale_ports(keep: &[String]) {
+    let Ok(out) = netns::ip(&["-o", "-d", "link", "show"]) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line
+            .split(": ")
+            .nth(1)
+            .map(|n| n.split('@').next().unwrap_or(n))
+        else {
+            continue;
+        };
+        let ours = name.len() == 14
+            && name.starts_with("cn")
+            && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
+            && line.contains("tun type tap");
+        if ours && !keep.iter().any(|k| k == name) {
+            match netns::ip(&["link", "del", "dev", name]) {
+                Ok(_) => tracing::info!(device = name, "stale port of a deleted node removed"),
+                Err(e) => tracing::warn!(device = name, error = %e, "cannot remove a stale port"),
+            }
+        }
+    }
+}
+
+fn unpersist(fd: &OwnedFd) {
+    // SAFETY: TUNSETPERSIST takes its argument by value; a failure only leaves the
+    // device behind.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST as _, 0 as libc::c_ulong) };
+    if r < 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot release a port device");
+    }
+}
+
+struct Daemon {
+    opts: AgentOptions,
+    client: ManagerClient,
+    catalog: Catalog,
+    ids: Ids,
+    applied: AgentConfigSet,
+    commands: mpsc::Sender<Command>,
+    devices: BTreeMap<PortId, PortDev>,
+    counters: Arc<ControlCounters>,
+    blocks_gauge: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Daemon {
+    /// Brings the loop to what the catalog says now.
+    async fn converge(&mut self) {
+        let new = self.catalog.agent_config(&self.opts.host_id, &mut self.ids);
+        let d = desired::diff(&self.applied.changes, &new.changes);
+        for (key, old) in &d.removed {
+            if let Some(c) = desired::undo(old) {
+                self.send(Command::Apply(c)).await;
+            }
+            if let Key::Node(port) = key {
+                self.send(Command::RemovePort(*port)).await;
+                if let Some(dev) = self.devices.remove(port) {
+                    unpersist(&dev.fd);
+                    tracing::info!(port = port.0, device = dev.name, "node gone; port removed");
+                }
+            }
+        }
+        for (key, change) in d.set {
+            if let Key::Node(port) = key {
+                let fresh = !self.devices.contains_key(&port);
+                if let (true, Some(node)) = (fresh, new.local.get(&port)) {
+                    self.add_port(port, node.clone()).await;
+                }
+            }
+            self.send(Command::Apply(change)).await;
+        }
+        // Ports whose device could not be made before: try again.
+        let missing: Vec<(PortId, LocalNode)> = new
+            .local
+            .iter()
+            .filter(|(p, _)| !self.devices.contains_key(p) && self.applied.local.contains_key(p))
+            .map(|(p, n)| (*p, n.clone()))
+            .collect();
+        for (port, node) in missing {
+            self.add_port(port, node).await;
+        }
+        let blocks: usize = new
+            .changes
+            .values()
+            .map(|c| match c {
+                Change::PortBlocks { blocks, .. } => blocks.len(),
+                _ => 0,
+            })
+            .sum();
+        self.blocks_gauge
+            .store(blocks as u64, std::sync::atomic::Ordering::Relaxed);
+        self.applied = new;
+    }
+
+    async fn add_port(&mut self, port: PortId, node: LocalNode) {
+        let template = self.opts.vm_netns.clone();
+        let n = node.clone();
+        let opened = tokio::task::spawn_blocking(move || open_port(&n, template.as_deref())).await;
+        let dev = match opened {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::warn!(node = node.node_id, error = %e, "cannot create the node's port");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node = node.node_id, error = %e, "port creation failed");
+                return;
+            }
+        };
+        match dev.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                self.devices.insert(
+                    port,
+                    PortDev {
+                        fd,
+                        name: dev.name().to_string(),
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot keep a handle on the port"),
+        }
+        self.send(Command::AddPort(port, dev)).await;
+    }
+
+    async fn send(&self, c: Command) {
+        if matches!(c, Command::Apply(_)) {
+            ControlCounters::inc(&self.counters.changes_applied);
+        }
+        if self.commands.send(c).await.is_err() {
+            tracing::debug!("the packet loop is gone");
+        }
+    }
+
+    /// Starts what the pipeline asked for.
+    fn on_event(&self, e: Event) {
+        match e {
+            Event::Resolve { network, ip } => {
+                let Some(net) = self.catalog.network_by_vni(network).map(str::to_string) else {
+                    return;
+                };
+                let client = self.client.clone();
+                let commands = self.commands.clone();
+                let counters = self.counters.clone();
+                tokio::spawn(async move {
+                    let mapping = match client.resolve(&net, ip).await {
+                        Ok(Some(r)) => {
+                            let m = r
+                                .locator
+                                .parse::<Locator>()
+                                .ok()
+                                .zip(r.mac.parse().ok())
+                                .map(|(locator, mac)| Mapping { locator, mac });
+                            ControlCounters::inc(&counters.resolves_ok);
+                            m
+                        }
+                        Ok(None) => {
+                            ControlCounters::inc(&counters.resolves_not_found);
+                            None
+                        }
+                        Err(e) => {
+                            // The agent asks again on its own.
+                            ControlCounters::inc(&counters.resolve_errors);
+                            tracing::debug!(%ip, error = %e, "resolve failed");
+                            return;
+                        }
+                    };
+                    let _ = commands
+                        .send(Command::Resolved {
+                            network,
+                            ip,
+                            mapping,
+                        })
+                        .await;
+                });
+            }
+            Event::NeedPortBlock { network, vip } => {
+                let Some(node) = self
+                    .catalog
+                    .node_by_vip(&self.opts.host_id, network, vip)
+                    .map(|n| n.id.clone())
+                else {
+                    tracing::warn!(%vip, "port block wanted for an unknown node");
+                    return;
+                };
+                let client = self.client.clone();
+                let counters = self.counters.clone();
+                tokio::spawn(async move {
+                    ControlCounters::inc(&counters.port_block_requests);
+                    match client.request_port_block(&node).await {
+                        // The block itself arrives on the watch stream.
+                        Ok(Some(b)) => tracing::info!(node, block = %b, "port block assigned"),
+                        Ok(None) => {
+                            ControlCounters::inc(&counters.port_block_errors);
+                            tracing::warn!(node, "port block refused: node unknown");
+                        }
+                        Err(e) => {
+                            ControlCounters::inc(&counters.port_block_errors);
+                            tracing::warn!(node, error = %e, "port block refused");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn render_agent(
+    stats: &watch::Receiver<LoopStats>,
+    counters: &ControlCounters,
+    blocks: &std::sync::atomic::AtomicU64,
+) -> String {
+    let s = stats.borrow().clone();
+    let mut t = Text::default();
+    t.metric(
+        "canopy_agent_packets_total",
+        "counter",
+        "Packets read from and written to the devices.",
+        &[
+            ("direction=\"rx\"", s.io.rx_packets),
+            ("direction=\"tx\"", s.io.tx_packets),
+        ],
+    );
+    t.metric(
+        "canopy_agent_bytes_total",
+        "counter",
+        "Bytes read from and written to the devices.",
+        &[
+            ("direction=\"rx\"", s.io.rx_bytes),
+            ("direction=\"tx\"", s.io.tx_bytes),
+        ],
+    );
+    t.metric(
+        "canopy_agent_verdicts_total",
+        "counter",
+        "What the pipeline did with packets.",
+        &[
+            ("verdict=\"to_port\"", s.agent.to_port),
+            ("verdict=\"to_substrate\"", s.agent.to_substrate),
+            ("verdict=\"reply\"", s.agent.replies),
+            ("verdict=\"held\"", s.agent.held),
+        ],
+    );
+    t.drops(
+        "canopy_agent_drops_total",
+        "Packets dropped by the pipeline, by reason.",
+        &s.agent.drops,
+    );
+    t.metric(
+        "canopy_agent_io_errors_total",
+        "counter",
+        "Device errors.",
+        &[
+            ("kind=\"rx\"", s.io.rx_errors),
+            ("kind=\"tx\"", s.io.tx_errors),
+            ("kind=\"no_device\"", s.io.no_device),
+            ("kind=\"events_dropped\"", s.io.events_dropped),
+        ],
+    );
+    t.metric(
+        "canopy_agent_mapping_cache_total",
+        "counter",
+        "Mapping cache lookups by result.",
+        &[
+            ("result=\"hit\"", s.agent.cache_hits),
+            ("result=\"miss\"", s.agent.cache_misses),
+        ],
+    );
+    t.counter(
+        "canopy_agent_resolves_asked_total",
+        "Resolves the pipeline asked for.",
+        s.agent.resolves,
+    );
+    t.metric(
+        "canopy_agent_dhcp_total",
+        "counter",
+        "DHCP answers.",
+        &[
+            ("type=\"offer\"", s.agent.dhcp_offers),
+            ("type=\"ack\"", s.agent.dhcp_acks),
+            ("type=\"nak\"", s.agent.dhcp_naks),
+        ],
+    );
+    t.counter(
+        "canopy_agent_arp_replies_total",
+        "ARP requests answered.",
+        s.agent.arp_replies,
+    );
+    t.metric(
+        "canopy_agent_edge_probes_total",
+        "counter",
+        "Health probes to the pools' edges, sent and answered.",
+        &[
+            ("result=\"sent\"", s.agent.probes_sent),
+            ("result=\"answered\"", s.agent.probes_answered),
+        ],
+    );
+    t.gauge(
+        "canopy_agent_edges_down",
+        "Edges now out of their pool for unanswered probes.",
+        s.agent.members_down,
+    );
+    t.gauge(
+        "canopy_agent_ports",
+        "VM ports with a device.",
+        s.ports as u64,
+    );
+    t.gauge(
+        "canopy_agent_port_blocks",
+        "NAT port blocks held by this host's nodes.",
+        blocks.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    counters.render("canopy_agent", &mut t);
+    t.finish()
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run_agent(
+    opts: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let client = ManagerClient::new(&opts.manager, &opts.token)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let counters = Arc::new(ControlCounters::default());
+    let (wtx, mut wrx) = mpsc::channel(4096);
+    let watcher = tokio::spawn(crate::control::watch_loop(client.clone(), wtx));
+
+    let mut catalog = Catalog::default();
+    let mut stop = Box::pin(stopped());
+    if first_sync(&mut wrx, &mut catalog, &counters, &mut stop)
+        .await
+        .is_none()
+    {
+        watcher.abort();
+        return Ok(());
+    }
+    let locator = catalog.host_locator(&opts.host_id).ok_or_else(|| {
+        DaemonError::Config(format!(
+            "host {:?} is not known to the manager (check --host-id and that the token is this host's)",
+            opts.host_id
+        ))
+    })?;
+    tracing::info!(host = opts.host_id, %locator, "configuration received");
+
+    let (name, mtu) = (opts.substrate_dev.clone(), opts.substrate_mtu);
+    let route = locator.to_string();
+    let tun = tokio::task::spawn_blocking(move || {
+        setup_tun(&name, mtu, crate::tap::WANTED_OFFLOADS, &[route])
+    })
+    .await
+    .map_err(|e| DaemonError::Config(e.to_string()))??;
+
+    let mut cfg = AgentConfig::new(locator);
+    cfg.substrate_mtu = opts.substrate_mtu;
+    let mut lp = AgentLoop::new(Agent::new(cfg), tun).map_err(io_err("starting the loop"))?;
+    let (stats_tx, stats_rx) = watch::channel(LoopStats::default());
+    lp.set_stats_sink(stats_tx);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let (ev_tx, mut ev_rx) = mpsc::channel(1024);
+    let (loop_stop_tx, loop_stop_rx) = oneshot::channel::<()>();
+    let looper = tokio::spawn(lp.run(cmd_rx, ev_tx, async move {
+        let _ = loop_stop_rx.await;
+    }));
+
+    let blocks_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let metrics_task = match opts.metrics {
+        Some(addr) => {
+            let (s, c, b) = (stats_rx.clone(), counters.clone(), blocks_gauge.clone());
+            let render: metrics::Render = Arc::new(move || render_agent(&s, &c, &b));
+            Some(
+                metrics::serve(addr, render, stopped())
+                    .await
+                    .map_err(io_err(format!("serving metrics on {addr}")))?,
+            )
+        }
+        None => None,
+    };
+
+    let mut d = Daemon {
+        opts,
+        client,
+        catalog,
+        ids: Ids::default(),
+        applied: AgentConfigSet::default(),
+        commands: cmd_tx,
+        devices: BTreeMap::new(),
+        counters,
+        blocks_gauge,
+    };
+    d.converge().await;
+    let keep: Vec<String> = d.devices.values().map(|p| p.name.clone()).collect();
+    tokio::task::spawn_blocking(move || remove_stale_ports(&keep))
+        .await
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
+    // Everything sent has been taken by the loop (which applies a command as it takes it).
+    while d.commands.capacity() < d.commands.max_capacity() && !looper.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(p) = &d.opts.ready_file {
+        write_ready(p)?;
+    }
+    tracing::info!(ports = d.devices.len(), "agent ready");
+
+    let mut looper = looper;
+    let result = loop {
+        tokio::select! {
+            () = &mut stop => break Ok(()),
+            r = &mut looper => {
+                break match r {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(DaemonError::Io { what: "the packet loop".into(), source: e }),
+                    Err(e) => Err(DaemonError::Config(format!("the packet loop failed: {e}"))),
+                };
+            }
+            Some(e) = ev_rx.recv() => d.on_event(e),
+            item = wrx.recv() => {
+                let Some(item) = item else { break Ok(()) };
+                let mut changed = d.handle(item);
+                // Take what else is waiting before deriving the configuration again.
+                while let Ok(item) = wrx.try_recv() {
+                    changed |= d.handle(item);
+                }
+                if changed {
+                    d.converge().await;
+                }
+            }
+        }
+    };
+    let _ = loop_stop_tx.send(());
+    watcher.abort();
+    if !looper.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut looper).await;
+    }
+    if let Some(m) = metrics_task {
+        m.abort();
+    }
+    tracing::info!("agent stopped (devices kept for the next start)");
+    result
+}
+
+impl Daemon {
+    /// Takes a watch item in; true if the configuration must be derived again.
+    fn handle(&mut self, item: WatchItem) -> bool {
+        match item {
+            WatchItem::Event(ev) => {
+                matches!(self.catalog.ingest(&ev), Effect::Changed | Effect::Synced)
+            }
+            WatchItem::Connected { since } => {
+                ControlCounters::inc(&self.counters.watch_connects);
+                tracing::info!(since, "watch stream open");
+                false
+            }
+            WatchItem::Disconnected { error } => {
+                ControlCounters::inc(&self.counters.watch_disconnects);
+                tracing::warn!(%error, "watch stream lost; forwarding goes on, reconnecting");
+                false
+            }
+        }
+    }
+}

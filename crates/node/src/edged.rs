@@ -1,0 +1,454 @@
+//! `canopy edge`: one edge of a pool. Two TUN devices: the substrate (IPv6, its locator
+//! /72 routed into it) and the outside (IPv4, the pool's public ranges and its elastic IPs
+//! routed into it), the stateless edge pipeline ([`Edge`]) between them, the owners of
+//! port blocks and elastic IPs from the manager's watch stream, load reports to the
+//! manager every few seconds, and metrics.
+//!
+//! The devices are opened without offloads: the kernel hands over complete,
+//! checksummed packets, which the pipeline rewrites with incremental checksum updates.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane::agent::HEADROOM;
+use dataplane::edge::{Edge, EdgeChange, EdgeStats, EdgeVerdict, LoadReport};
+use dataplane::{Instant, PacketBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot, watch};
+use wire::virtio::VirtioNetHdr;
+
+use crate::agent_loop::{BATCH, MAX_PACKET};
+use crate::agentd::{first_sync, setup_tun, write_ready, DaemonError};
+use crate::control::{ManagerClient, WatchItem};
+use crate::desired::{self, Catalog, EdgeConfigSet, EdgeKey, Effect};
+use crate::metrics::{self, ControlCounters, Text};
+use crate::netns;
+use crate::tap::{Device, VNET_HDR_LEN};
+
+/// How `canopy edge` was asked to run.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    pub manager: String,
+    pub token: String,
+    pub edge_id: String,
+    pub substrate_dev: String,
+    pub outside_dev: String,
+    pub metrics: Option<SocketAddr>,
+    pub capacity_mbps: u64,
+    pub substrate_mtu: u16,
+    pub ready_file: Option<PathBuf>,
+}
+
+/// How often the edge reports its load.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(2);
+/// How often counters are copied for metrics.
+const STATS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Counters of the edge loop, copied for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeLoopStats {
+    pub edge: EdgeStats,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub last_load_percent: u64,
+}
+
+/// The edge's packet loop: one task owning the [`Edge`] and both devices.
+pub struct EdgeLoop {
+    edge: Edge,
+    substrate: AsyncFd<Device>,
+    outside: AsyncFd<Device>,
+    buf: Box<[u8]>,
+    clock: std::time::Instant,
+    stats: EdgeLoopStats,
+}
+
+fn register(dev: Device) -> io::Result<AsyncFd<Device>> {
+    // SAFETY: as in `agent_loop::register`: a `Device` owns its descriptor for its life.
+    unsafe { AsyncFd::register(dev) }.map_err(|e| e.into_parts().1)
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Substrate,
+    Outside,
+}
+
+impl EdgeLoop {
+    /// Must be called inside a tokio runtime.
+    pub fn new(edge: Edge, substrate: Device, outside: Device) -> io::Result<Self> {
+        Ok(EdgeLoop {
+            edge,
+            substrate: register(substrate)?,
+            outside: register(outside)?,
+            buf: vec![0u8; HEADROOM + MAX_PACKET + dataplane::agent::MIN_BUFFER].into_boxed_slice(),
+            clock: std::time::Instant::now(),
+            stats: EdgeLoopStats::default(),
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.clock.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until `shutdown`: changes applied between packets, a load report sent on
+    /// `reports` every [`REPORT_INTERVAL`], counters published on `stats`.
+    pub async fn run(
+        mut self,
+        mut changes: mpsc::Receiver<EdgeChange>,
+        reports: mpsc::Sender<LoadReport>,
+        stats: watch::Sender<EdgeLoopStats>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut report = tokio::time::interval(REPORT_INTERVAL);
+        let mut publish = tokio::time::interval(STATS_INTERVAL);
+        let mut changes_open = true;
+        let mut sub_first = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                c = changes.recv(), if changes_open => match c {
+                    Some(c) => self.edge.apply(c),
+                    None => changes_open = false,
+                },
+                _ = report.tick() => {
+                    let r = self.edge.report_load(self.now());
+                    self.stats.last_load_percent = (r.load * 100.0).round() as u64;
+                    let _ = reports.try_send(r);
+                }
+                _ = publish.tick() => {
+                    self.stats.edge = self.edge.stats().clone();
+                    stats.send_replace(self.stats.clone());
+                }
+                side = std::future::poll_fn(|cx| {
+                    let order = if sub_first {
+                        [(&self.substrate, Side::Substrate), (&self.outside, Side::Outside)]
+                    } else {
+                        [(&self.outside, Side::Outside), (&self.substrate, Side::Substrate)]
+                    };
+                    for (dev, side) in order {
+                        match dev.poll_read_ready(cx) {
+                            std::task::Poll::Ready(Ok(_)) => return std::task::Poll::Ready(Ok(side)),
+                            std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                            std::task::Poll::Pending => {}
+                        }
+                    }
+                    std::task::Poll::Pending
+                }) => {
+                    sub_first = !sub_first;
+                    self.read_batch(side?).await?;
+                }
+            }
+        }
+    }
+
+    async fn read_batch(&mut self, side: Side) -> io::Result<()> {
+        let EdgeLoop {
+            edge,
+            substrate,
+            outside,
+            buf,
+            stats,
+            ..
+        } = self;
+        let from = match side {
+            Side::Substrate => &*substrate,
+            Side::Outside => &*outside,
+        };
+        let mut guard = from.readable().await?;
+        let plain = VirtioNetHdr::default();
+        for _ in 0..BATCH {
+            let at = HEADROOM - VNET_HDR_LEN;
+            let n = match guard.try_io(|d| d.get_ref().recv(&mut buf[at..HEADROOM + MAX_PACKET])) {
+                Err(_would_block) => break,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => {
+                    stats.rx_errors += 1;
+                    return Err(e);
+                }
+                Ok(Ok(n)) => n,
+            };
+            if n <= VNET_HDR_LEN {
+                stats.rx_errors += 1;
+                continue;
+            }
+            stats.rx_packets += 1;
+            let mut pkt = PacketBuf::new(buf, HEADROOM, at + n);
+            let v = match side {
+                Side::Substrate => edge.from_substrate(&mut pkt),
+                Side::Outside => edge.from_outside(&mut pkt),
+            };
+            let to = match v {
+                EdgeVerdict::ToOutside => outside.get_ref(),
+                EdgeVerdict::ToSubstrate => substrate.get_ref(),
+                EdgeVerdict::Drop(reason) => {
+                    tracing::trace!(?reason, "dropped");
+                    continue;
+                }
+            };
+            let range = pkt.range();
+            match to.send(&plain, &buf[range]) {
+                Ok(_) => stats.tx_packets += 1,
+                Err(e) => {
+                    stats.tx_errors += 1;
+                    tracing::debug!(device = to.name(), error = %e, "device write failed");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn render_edge(stats: &watch::Receiver<EdgeLoopStats>, counters: &ControlCounters) -> String {
+    let s = stats.borrow().clone();
+    let mut t = Text::default();
+    t.metric(
+        "canopy_edge_packets_total",
+        "counter",
+        "Packets carried by the pipeline, by direction.",
+        &[
+            ("direction=\"outbound\"", s.edge.outbound_packets),
+            ("direction=\"inbound\"", s.edge.inbound_packets),
+        ],
+    );
+    t.metric(
+        "canopy_edge_bytes_total",
+        "counter",
+        "Bytes carried by the pipeline, by direction.",
+        &[
+            ("direction=\"outbound\"", s.edge.outbound_bytes),
+            ("direction=\"inbound\"", s.edge.inbound_bytes),
+        ],
+    );
+    t.drops(
+        "canopy_edge_drops_total",
+        "Packets dropped by the pipeline, by reason.",
+        &s.edge.drops,
+    );
+    t.metric(
+        "canopy_edge_device_packets_total",
+        "counter",
+        "Packets read from and written to the devices.",
+        &[
+            ("direction=\"rx\"", s.rx_packets),
+            ("direction=\"tx\"", s.tx_packets),
+        ],
+    );
+    t.metric(
+        "canopy_edge_io_errors_total",
+        "counter",
+        "Device errors.",
+        &[("kind=\"rx\"", s.rx_errors), ("kind=\"tx\"", s.tx_errors)],
+    );
+    t.gauge(
+        "canopy_edge_load_percent",
+        "Load in percent of capacity at the last report.",
+        s.last_load_percent,
+    );
+    counters.render("canopy_edge", &mut t);
+    t.finish()
+}
+
+/// Routes the pool's public ranges and elastic IPs into the outside device; returns the
+/// routes now in place.
+fn route_outside(dev: &str, cfg: &EdgeConfigSet, had: &[String]) -> Vec<String> {
+    let mut want: Vec<String> = cfg.public_ranges.iter().map(|c| c.to_string()).collect();
+    want.extend(cfg.elastic_ips.iter().map(|a| format!("{a}/32")));
+    want.sort();
+    want.dedup();
+    for r in had.iter().filter(|r| !want.contains(r)) {
+        if let Err(e) = netns::ip(&["-4", "route", "del", r, "dev", dev]) {
+            tracing::warn!(route = r, error = %e, "cannot remove an outside route");
+        }
+    }
+    for r in want.iter().filter(|r| !had.contains(r)) {
+        if let Err(e) = netns::ip(&["-4", "route", "replace", r, "dev", dev]) {
+            tracing::warn!(route = r, error = %e, "cannot route into the outside device");
+        }
+    }
+    want
+}
+
+/// Runs the edge until `shutdown` completes.
+pub async fn run_edge(
+    opts: EdgeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let client = ManagerClient::new(&opts.manager, &opts.token)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let counters = Arc::new(ControlCounters::default());
+    let (wtx, mut wrx) = mpsc::channel(4096);
+    let watcher = tokio::spawn(crate::control::watch_loop(client.clone(), wtx));
+    let mut catalog = Catalog::default();
+    let mut stop = Box::pin(stopped());
+    if first_sync(&mut wrx, &mut catalog, &counters, &mut stop)
+        .await
+        .is_none()
+    {
+        watcher.abort();
+        return Ok(());
+    }
+    let locator = catalog.edge_locator(&opts.edge_id).ok_or_else(|| {
+        DaemonError::Config(format!(
+            "edge {:?} is not known to the manager (check --edge-id and that the token is this edge's)",
+            opts.edge_id
+        ))
+    })?;
+    tracing::info!(edge = opts.edge_id, %locator, "configuration received");
+
+    let (sub, out, mtu) = (
+        opts.substrate_dev.clone(),
+        opts.outside_dev.clone(),
+        opts.substrate_mtu,
+    );
+    let route = locator.to_string();
+    let (sub_dev, out_dev) = tokio::task::spawn_blocking(move || {
+        let s = setup_tun(&sub, mtu, 0, &[route])?;
+        let o = setup_tun(&out, mtu - 20, 0, &[])?;
+        Ok::<_, DaemonError>((s, o))
+    })
+    .await
+    .map_err(|e| DaemonError::Config(e.to_string()))??;
+
+    let edge = Edge::new(locator).with_capacity(opts.capacity_mbps.max(1) * 1_000_000 / 8);
+    let lp = EdgeLoop::new(edge, sub_dev, out_dev).map_err(|source| DaemonError::Io {
+        what: "starting the loop".into(),
+        source,
+    })?;
+    let (chg_tx, chg_rx) = mpsc::channel(4096);
+    let (rep_tx, mut rep_rx) = mpsc::channel::<LoadReport>(4);
+    let (stats_tx, stats_rx) = watch::channel(EdgeLoopStats::default());
+    let (loop_stop_tx, loop_stop_rx) = oneshot::channel::<()>();
+    let mut looper = tokio::spawn(lp.run(chg_rx, rep_tx, stats_tx, async move {
+        let _ = loop_stop_rx.await;
+    }));
+    let metrics_task = match opts.metrics {
+        Some(addr) => {
+            let (s, c) = (stats_rx.clone(), counters.clone());
+            let render: metrics::Render = Arc::new(move || render_edge(&s, &c));
+            Some(
+                metrics::serve(addr, render, stopped())
+                    .await
+                    .map_err(|source| DaemonError::Io {
+                        what: format!("serving metrics on {addr}"),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+
+    let mut applied: BTreeMap<EdgeKey, EdgeChange> = BTreeMap::new();
+    let mut routes: Vec<String> = Vec::new();
+    let converge = |catalog: &Catalog,
+                    applied: &mut BTreeMap<EdgeKey, EdgeChange>,
+                    routes: &mut Vec<String>|
+     -> Vec<EdgeChange> {
+        let cfg = catalog.edge_config(&opts.edge_id);
+        let d = desired::diff(applied, &cfg.changes);
+        let mut out: Vec<EdgeChange> = d
+            .removed
+            .iter()
+            .filter_map(|(_, c)| desired::undo_edge(c))
+            .collect();
+        out.extend(d.set.into_iter().map(|(_, c)| c));
+        *routes = route_outside(&opts.outside_dev, &cfg, routes);
+        *applied = cfg.changes;
+        out
+    };
+    for c in converge(&catalog, &mut applied, &mut routes) {
+        ControlCounters::inc(&counters.changes_applied);
+        let _ = chg_tx.send(c).await;
+    }
+    while chg_tx.capacity() < chg_tx.max_capacity() && !looper.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(p) = &opts.ready_file {
+        write_ready(p)?;
+    }
+    tracing::info!(blocks = applied.len(), routes = ?routes, "edge ready");
+
+    let result = loop {
+        tokio::select! {
+            () = &mut stop => break Ok(()),
+            r = &mut looper => {
+                break match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(DaemonError::Io { what: "the packet loop".into(), source: e }),
+                    Err(e) => Err(DaemonError::Config(format!("the packet loop failed: {e}"))),
+                };
+            }
+            Some(r) = rep_rx.recv() => {
+                let client = client.clone();
+                let counters = counters.clone();
+                let id = opts.edge_id.clone();
+                let pct = (r.load * 100.0).round().clamp(0.0, 100.0) as u32;
+                tokio::spawn(async move {
+                    ControlCounters::inc(&counters.reports_sent);
+                    if let Err(e) = client.report_edge(&id, true, pct).await {
+                        ControlCounters::inc(&counters.report_errors);
+                        tracing::debug!(error = %e, "load report failed");
+                    }
+                });
+            }
+            item = wrx.recv() => {
+                let Some(mut item) = item else { break Ok(()) };
+                let mut changed = false;
+                loop {
+                    match item {
+                        WatchItem::Event(ev) => {
+                            changed |= matches!(catalog.ingest(&ev), Effect::Changed | Effect::Synced);
+                        }
+                        WatchItem::Connected { since } => {
+                            ControlCounters::inc(&counters.watch_connects);
+                            tracing::info!(since, "watch stream open");
+                        }
+                        WatchItem::Disconnected { error } => {
+                            ControlCounters::inc(&counters.watch_disconnects);
+                            tracing::warn!(%error, "watch stream lost; forwarding goes on, reconnecting");
+                        }
+                    }
+                    match wrx.try_recv() {
+                        Ok(next) => item = next,
+                        Err(_) => break,
+                    }
+                }
+                if changed {
+                    for c in converge(&catalog, &mut applied, &mut routes) {
+                        ControlCounters::inc(&counters.changes_applied);
+                        let _ = chg_tx.send(c).await;
+                    }
+                }
+            }
+        }
+    };
+    let _ = loop_stop_tx.send(());
+    watcher.abort();
+    if !looper.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut looper).await;
+    }
+    if let Some(m) = metrics_task {
+        m.abort();
+    }
+    tracing::info!("edge stopped");
+    result
+}
