@@ -28,13 +28,16 @@ locator, the tenant's 24-bit network id and the VM's IPv4 address:
 
   | locator: 72 bits | network id: 24 bits | IPv4 address: 32 bits |
 
-Available: `canopy manager` (the control plane: REST API, SQLite or PostgreSQL), the
-verbs over its API (`canopy tenant|network|subnet|host|node|pool|edge create|list|show|delete`,
+The parts: `canopy manager` (the control plane: REST API, SQLite or PostgreSQL),
+`canopy agent` (one per host: the VMs' TAP ports and the host's substrate TUN),
+`canopy edge` (one per edge of a pool: the substrate to the outside world), the verbs
+over the API (`canopy tenant|network|subnet|host|node|pool|edge create|list|show|delete`,
 `canopy resolve`, `canopy route|peering|eip|port-block|security-group|acl ...`;
---url/CANOPY_URL, --token/CANOPY_TOKEN, --output table|json) and
-`canopy translate` (the substrate encoding over capture files). The per-host agent, the
-edges and the lab come later.
+--url/CANOPY_URL, --token/CANOPY_TOKEN, --output table|json), `canopy translate` (the
+substrate encoding over capture files), and `canopy lab` / `canopy demo` (a whole data
+center of network namespaces on this machine, with real daemons and real packets; root).
 
+Start here (root): canopy demo
 Example: CANOPY_TOKEN=$ADMIN canopy tenant create acme
 
 Logs go to stderr: -v for info, -vv for debug (each dropped packet), -vvv for trace, or
