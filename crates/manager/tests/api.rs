@@ -1592,6 +1592,13 @@ async fn peerings_within_and_across_tenants_are_route_targets() {
         let r1 = s.create("/v1/routes", &ta, json!({"network_id": n1, "destination": "10.2.0.0/16", "target": target})).await;
         assert_eq!(r1["peering_id"], x.as_str());
         let r2 = s.create("/v1/routes", &tb, json!({"network_id": bn, "destination": "10.0.0.0/16", "target": target})).await;
+        // A peering route covers only addresses of the peer network.
+        for dest in ["10.3.0.0/16", "10.2.0.0/15", "0.0.0.0/0"] {
+            let body = json!({"network_id": n1, "destination": dest, "target": target});
+            assert_error(&s.post("/v1/routes", &ta, body).await, 422, "outside_network", Some("destination"));
+        }
+        let narrow = s.create("/v1/routes", &tb, json!({"network_id": bn, "destination": "10.0.7.0/24", "target": target})).await;
+        assert_eq!(s.delete(&format!("/v1/routes/{}", sv(&narrow, "id")), &tb).await, 204);
         assert_error(
             &s.post("/v1/routes", &ta, json!({"network_id": n2, "destination": "10.2.0.0/16", "target": target})).await,
             404,

@@ -700,3 +700,78 @@ async fn bad_input_names_the_field() {
     })
     .await;
 }
+
+/// A principal (label, token) and the statuses it should get for each of three resolves.
+type ResolveRow<'a> = ((&'a str, Option<&'a str>), [u16; 3]);
+
+/// Resolves every `asks[k]` as each row's principal, wanting the row's `k`th status.
+async fn resolve_rows(m: &mut Matrix<'_>, rows: &[ResolveRow<'_>], asks: &[Value], stage: &str) {
+    let before = m.failures.len();
+    for (who, wants) in rows {
+        for (k, want) in wants.iter().enumerate() {
+            m.check(*who, "POST", "/v1/resolve", Some(asks[k].clone()), *want)
+                .await;
+        }
+    }
+    for f in &mut m.failures[before..] {
+        *f = format!("[{stage}] {f}");
+    }
+}
+
+/// Resolution across a peering: an agent may resolve in a network actively peered with one
+/// where its host has a node (both ways), not while the peering is pending, not after it is
+/// deleted, and never in a network its networks are not peered with.
+#[tokio::test]
+async fn resolve_follows_active_peerings() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        // Tenant A: n1 (10.0.0.0/16) with a node on h1; tenant B: bn (10.2.0.0/16) with a
+        // node on h2, and b3 (10.3.0.0/16) with a node on h3, never peered. h4 hosts nothing.
+        let (_a, ta) = s.tenant("tenant-a").await;
+        let (_b, tb) = s.tenant("tenant-b").await;
+        let mut hosts = Vec::new();
+        for name in ["h1", "h2", "h3", "h4"] {
+            hosts.push(s.create("/v1/hosts", ADMIN, json!({"name": name})).await);
+        }
+        let mut nets = Vec::new();
+        for (tok, name, cidr, host) in [(&ta, "n1", "10.0.0.0/16", 0), (&tb, "bn", "10.2.0.0/16", 1), (&tb, "b3", "10.3.0.0/16", 2)] {
+            let net = sv(&s.create("/v1/networks", tok, json!({"name": name, "cidr": cidr})).await, "id");
+            let sub = s.create("/v1/subnets", tok, json!({"network_id": net, "name": "s", "cidr": cidr.replace("0.0/16", "0.0/24")})).await;
+            let node = s.create("/v1/nodes", tok, json!({"subnet_id": sv(&sub, "id"), "name": "vm", "host_id": sv(&hosts[host], "id")})).await;
+            nets.push((net, sv(&node, "vip")));
+        }
+        let pool = sv(&s.create("/v1/edge-pools", ADMIN, json!({"name": "p", "nat": false})).await, "id");
+        let e = s.create("/v1/edges", ADMIN, json!({"pool_id": pool, "name": "e"})).await;
+        s.create("/v1/routes", &ta, json!({"network_id": nets[0].0, "destination": "0.0.0.0/0", "target": format!("pool:{pool}")})).await;
+        let cred = |i: usize| sv(&hosts[i], "credential");
+        let (c1, c2, c3, c4, ce) = (cred(0), cred(1), cred(2), cred(3), sv(&e, "credential"));
+        let (h1, h2, h3, h4, edge) = (("h1", Some(c1.as_str())), ("h2", Some(c2.as_str())), ("h3", Some(c3.as_str())), ("h4", Some(c4.as_str())), ("edge", Some(ce.as_str())));
+        let ask = |k: usize| json!({"network_id": nets[k].0, "ip": nets[k].1});
+        let mut m = Matrix { s: &s, failures: Vec::new(), checks: 0 };
+        // (who, [want for n1, bn, b3]) in each state of the peering n1 <-> bn.
+        let unpeered = [(h1, [200, 404, 404]), (h2, [404, 200, 404]), (h3, [404, 404, 200]), (h4, [404, 404, 404]), (edge, [200, 404, 404])];
+        let peered = [(h1, [200, 200, 404]), (h2, [200, 200, 404]), (h3, [404, 404, 200]), (h4, [404, 404, 404]), (edge, [200, 404, 404])];
+        let asks: Vec<Value> = (0..3).map(ask).collect();
+        resolve_rows(&mut m, &unpeered, &asks, "no peering").await;
+        let pe = sv(&s.create("/v1/peerings", &ta, json!({"network_id": nets[0].0, "peer_network_id": nets[1].0})).await, "id");
+        resolve_rows(&mut m, &unpeered, &asks, "pending").await;
+        assert_eq!(s.call("POST", &format!("/v1/peerings/{pe}/accept"), Some(&tb), None).await.0, 200);
+        resolve_rows(&mut m, &peered, &asks, "active").await;
+        assert_eq!(s.delete(&format!("/v1/peerings/{pe}"), &tb).await, 204);
+        resolve_rows(&mut m, &unpeered, &asks, "deleted").await;
+        // Inside a tenant a peering is active at once.
+        let n2 = sv(&s.create("/v1/networks", &ta, json!({"name": "n2", "cidr": "10.1.0.0/16"})).await, "id");
+        let sub2 = sv(&s.create("/v1/subnets", &ta, json!({"network_id": n2, "name": "s", "cidr": "10.1.0.0/24"})).await, "id");
+        let vip2 = sv(&s.create("/v1/nodes", &ta, json!({"subnet_id": sub2, "name": "vm", "host_id": sv(&hosts[3], "id")})).await, "vip");
+        let ask2 = json!({"network_id": n2, "ip": vip2});
+        m.check(h1, "POST", "/v1/resolve", Some(ask2.clone()), 404).await;
+        s.create("/v1/peerings", &ta, json!({"network_id": n2, "peer_network_id": nets[0].0})).await;
+        m.check(h1, "POST", "/v1/resolve", Some(ask2.clone()), 200).await;
+        m.check(h4, "POST", "/v1/resolve", Some(ask(0)), 200).await;
+        m.check(h2, "POST", "/v1/resolve", Some(ask2), 404).await;
+        assert!(m.failures.is_empty(), "{} of {} checks failed:\n{}", m.failures.len(), m.checks, m.failures.join("\n"));
+        assert_eq!(m.checks, 4 * 15 + 4);
+        s.stop().await;
+    })
+    .await;
+}

@@ -430,3 +430,307 @@ async fn elastic_ips_and_port_blocks_reach_their_host_and_pool_only() {
     })
     .await;
 }
+
+/// Kinds upserted for network `net` (objects whose `network_id`, `peer_network_id` or `id`
+/// is it).
+fn kinds_of(evs: &[Value], net: &str) -> Vec<String> {
+    let mut k: Vec<String> = evs
+        .iter()
+        .filter(|e| e["type"] == "upsert")
+        .filter(|e| {
+            let o = &e["object"];
+            o["network_id"] == net || o["peer_network_id"] == net || o["id"] == net
+        })
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    k.sort();
+    k.dedup();
+    k
+}
+
+#[tokio::test]
+async fn watch_carries_the_peer_view_of_actively_peered_networks() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        // Tenant A: n1 (10.0.0.0/16) with a1 on h1. Tenant B: bn (10.2.0.0/16) with b1 on
+        // h2 and a route of its own.
+        let (_a, ta) = s.tenant("a").await;
+        let (_b, tb) = s.tenant("b").await;
+        let h1 = s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await;
+        let h2 = s.create("/v1/hosts", ADMIN, json!({"name": "h2"})).await;
+        let n1 = sv(
+            &s.create(
+                "/v1/networks",
+                &ta,
+                json!({"name": "n1", "cidr": "10.0.0.0/16"}),
+            )
+            .await,
+            "id",
+        );
+        let bn = sv(
+            &s.create(
+                "/v1/networks",
+                &tb,
+                json!({"name": "bn", "cidr": "10.2.0.0/16"}),
+            )
+            .await,
+            "id",
+        );
+        let sub1 = sv(
+            &s.create(
+                "/v1/subnets",
+                &ta,
+                json!({"network_id": n1, "name": "s", "cidr": "10.0.0.0/24"}),
+            )
+            .await,
+            "id",
+        );
+        let subb = sv(
+            &s.create(
+                "/v1/subnets",
+                &tb,
+                json!({"network_id": bn, "name": "s", "cidr": "10.2.0.0/24"}),
+            )
+            .await,
+            "id",
+        );
+        s.create(
+            "/v1/nodes",
+            &ta,
+            json!({"subnet_id": sub1, "name": "a1", "host_id": sv(&h1, "id")}),
+        )
+        .await;
+        let b1 = sv(
+            &s.create(
+                "/v1/nodes",
+                &tb,
+                json!({"subnet_id": subb, "name": "b1", "host_id": sv(&h2, "id")}),
+            )
+            .await,
+            "id",
+        );
+        s.create(
+            "/v1/routes",
+            &tb,
+            json!({"network_id": bn, "destination": "172.16.0.0/12", "target": "blackhole"}),
+        )
+        .await;
+        let agent1 = sv(&h1, "credential");
+        let mut st = Watch::open(&s, &agent1, "").await;
+        let snap = st.until(|e| e["type"] == "synced").await;
+        assert_eq!(upserted(&snap, "network"), vec![n1.clone()]);
+        let r0 = snap.last().unwrap()["revision"].as_i64().unwrap();
+
+        // Pending: the peering reaches h1 (under n1), bn does not.
+        let pe = sv(
+            &s.create(
+                "/v1/peerings",
+                &ta,
+                json!({"network_id": n1, "peer_network_id": bn}),
+            )
+            .await,
+            "id",
+        );
+        let evs = st.until(is_change("peering", pe.clone())).await;
+        assert!(upserted(&evs, "network").is_empty(), "{evs:?}");
+        // Accepted: bn's network, subnet and node arrive, not its route or security group.
+        assert_eq!(
+            s.call(
+                "POST",
+                &format!("/v1/peerings/{pe}/accept"),
+                Some(&tb),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+        let evs = st
+            .until(|e| is_change("peering", pe.clone())(e) && e["object"]["state"] == "active")
+            .await;
+        assert_eq!(
+            kinds_of(&evs, &bn),
+            vec!["network", "node", "peering", "subnet"],
+            "{evs:?}"
+        );
+        assert_eq!(upserted(&evs, "node"), vec![b1.clone()]);
+        assert_eq!(upserted(&evs, "network"), vec![bn.clone()]);
+        // Increments of bn: its nodes do reach h1, its routes do not; a host fences.
+        let b2 = sv(
+            &s.create(
+                "/v1/nodes",
+                &tb,
+                json!({"subnet_id": subb, "name": "b2", "host_id": sv(&h2, "id")}),
+            )
+            .await,
+            "id",
+        );
+        s.create(
+            "/v1/routes",
+            &tb,
+            json!({"network_id": bn, "destination": "192.168.0.0/16", "target": "blackhole"}),
+        )
+        .await;
+        let h3 = sv(
+            &s.create("/v1/hosts", ADMIN, json!({"name": "h3"})).await,
+            "id",
+        );
+        let evs = st.until(is_change("host", h3.clone())).await;
+        assert!(evs.iter().any(is_change("node", b2.clone())), "{evs:?}");
+        let bn_kinds: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["network_id"] == bn.as_str())
+            .map(|e| &e["kind"])
+            .collect();
+        assert_eq!(bn_kinds, vec!["node"], "{evs:?}");
+
+        // A resuming agent gets the peer view it lacks.
+        let mut again = Watch::open(&s, &agent1, &format!("?since={r0}")).await;
+        let evs = again.until(is_change("host", h3.clone())).await;
+        assert_eq!(upserted(&evs, "network"), vec![bn.clone()], "{evs:?}");
+        assert!(
+            evs.iter()
+                .all(|e| e["kind"] != "route" && e["kind"] != "security_group"),
+            "{evs:?}"
+        );
+        drop(again);
+
+        // A node of bn on h1 makes bn whole; its removal returns to the peer view: forget,
+        // then the network, subnet, nodes and peering again.
+        let b3 = sv(
+            &s.create(
+                "/v1/nodes",
+                &tb,
+                json!({"subnet_id": subb, "name": "b3", "host_id": sv(&h1, "id")}),
+            )
+            .await,
+            "id",
+        );
+        let evs = st.until(is_change("node", b3.clone())).await;
+        assert_eq!(upserted(&evs, "route").len(), 2, "{evs:?}");
+        assert_eq!(s.delete(&format!("/v1/nodes/{b3}"), &tb).await, 204);
+        let evs = st
+            .until(|e| e["type"] == "upsert" && e["kind"] == "peering")
+            .await;
+        assert!(
+            evs.iter()
+                .any(|e| e["type"] == "forget" && e["network_id"] == bn.as_str()),
+            "{evs:?}"
+        );
+        assert_eq!(
+            kinds_of(&evs, &bn),
+            vec!["network", "node", "peering", "subnet"],
+            "{evs:?}"
+        );
+
+        // Deleted: bn leaves h1's scope, live and on resume.
+        let r1 = st
+            .until(is_change("node", b3.clone()))
+            .await
+            .last()
+            .unwrap()["revision"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(s.delete(&format!("/v1/peerings/{pe}"), &ta).await, 204);
+        let evs = st.until(|e| e["type"] == "forget").await;
+        assert_eq!(evs.last().unwrap()["network_id"], bn.as_str());
+        let mut again = Watch::open(&s, &agent1, &format!("?since={r1}")).await;
+        let evs = again
+            .until(|e| e["type"] == "forget" && e["network_id"] == bn.as_str())
+            .await;
+        assert!(upserted(&evs, "network").is_empty(), "{evs:?}");
+        drop((st, again));
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_view_goes_with_the_network_that_brought_it() {
+    each_backend(|db| async move {
+        let s = Server::start(&db).await;
+        // n1 (a1 on h1) peered with bn (b1 on h2), one tenant: active at once.
+        let (_a, ta) = s.tenant("a").await;
+        let h1 = s.create("/v1/hosts", ADMIN, json!({"name": "h1"})).await;
+        let h2 = s.create("/v1/hosts", ADMIN, json!({"name": "h2"})).await;
+        let mut nets = Vec::new();
+        for (name, cidr, host) in [("n1", "10.0.0.0/16", &h1), ("bn", "10.2.0.0/16", &h2)] {
+            let n = sv(
+                &s.create("/v1/networks", &ta, json!({"name": name, "cidr": cidr}))
+                    .await,
+                "id",
+            );
+            let sub = cidr.replace(".0.0/16", ".0.0/24");
+            let sub = sv(
+                &s.create(
+                    "/v1/subnets",
+                    &ta,
+                    json!({"network_id": n, "name": "s", "cidr": sub}),
+                )
+                .await,
+                "id",
+            );
+            let node = sv(
+                &s.create(
+                    "/v1/nodes",
+                    &ta,
+                    json!({"subnet_id": sub, "name": "vm", "host_id": sv(host, "id")}),
+                )
+                .await,
+                "id",
+            );
+            nets.push((n, node));
+        }
+        let (n1, bn) = (nets[0].0.clone(), nets[1].0.clone());
+        s.create(
+            "/v1/peerings",
+            &ta,
+            json!({"network_id": n1, "peer_network_id": bn}),
+        )
+        .await;
+        let agent = sv(&h1, "credential");
+        let mut st = Watch::open(&s, &agent, "").await;
+        let snap = st.until(|e| e["type"] == "synced").await;
+        assert_eq!(upserted(&snap, "network"), {
+            let mut v = vec![n1.clone(), bn.clone()];
+            v.sort();
+            v
+        });
+        assert!(
+            upserted(&snap, "route").is_empty() && upserted(&snap, "security_group").len() == 1,
+            "{snap:?}"
+        );
+        let r0 = snap.last().unwrap()["revision"].as_i64().unwrap();
+        // h1's last node of n1 goes: n1 leaves its scope, and bn with it.
+        assert_eq!(
+            s.delete(&format!("/v1/nodes/{}", nets[0].1), &ta).await,
+            204
+        );
+        let mut forgotten = Vec::new();
+        while forgotten.len() < 2 {
+            let ev = st.next().await.expect("stream open");
+            if ev["type"] == "forget" {
+                forgotten.push(sv(&ev, "network_id"));
+            }
+        }
+        forgotten.sort();
+        let mut want = vec![n1.clone(), bn.clone()];
+        want.sort();
+        assert_eq!(forgotten, want);
+        // A client resuming from before is told so too.
+        let mut again = Watch::open(&s, &agent, &format!("?since={r0}")).await;
+        let mut forgotten = Vec::new();
+        while forgotten.len() < 2 {
+            let ev = again.next().await.expect("stream open");
+            assert_ne!(ev["type"], "upsert", "{ev}");
+            if ev["type"] == "forget" {
+                forgotten.push(sv(&ev, "network_id"));
+            }
+        }
+        forgotten.sort();
+        assert_eq!(forgotten, want);
+        drop((st, again));
+        s.stop().await;
+    })
+    .await;
+}

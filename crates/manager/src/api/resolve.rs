@@ -17,7 +17,9 @@ use crate::types::{Resolution, ResolveRequest, Stats};
 use crate::AppState;
 
 /// Where `ip` lives in `network_id`. An agent may ask only about networks in which its host
-/// has a node, an edge only about networks with a route to its pool; the admin about any.
+/// has a node or that have an active peering with one (a packet routed to the peering goes
+/// to the peer's node, and the peer's senders are checked), an edge only about networks
+/// with a route to its pool; the admin about any.
 /// A refusal answers exactly like an unknown address (404), and is logged and counted.
 #[utoipa::path(post, path = "/v1/resolve", tag = "resolve", request_body = ResolveRequest,
     security(("bearer" = [])),
@@ -79,6 +81,18 @@ async fn may_resolve(st: &AppState, p: &Principal, network_id: &str) -> ApiResul
         Principal::Admin => true,
         Principal::Agent(host) => {
             sqlx::query("SELECT id FROM nodes WHERE network_id = $1 AND host_id = $2 LIMIT 1")
+                .bind(network_id)
+                .bind(host)
+                .fetch_optional(pool)
+                .await?
+                .is_some()
+                || sqlx::query(
+                    "SELECT p.id FROM peerings p WHERE p.state = 'active' AND \
+                     ((p.network_id = $1 AND p.peer_network_id IN \
+                       (SELECT network_id FROM nodes WHERE host_id = $2)) \
+                     OR (p.peer_network_id = $1 AND p.network_id IN \
+                       (SELECT network_id FROM nodes WHERE host_id = $2))) LIMIT 1",
+                )
                 .bind(network_id)
                 .bind(host)
                 .fetch_optional(pool)

@@ -99,7 +99,8 @@ async fn visible_route(conn: &mut AnyConnection, p: &Principal, id: &str) -> Api
 
 /// Add a route to a network's route table or a subnet's: one per destination and table,
 /// not inside the network's own CIDR (the implicit local route); the target must exist
-/// and be usable (any pool; a peering of this network that is active).
+/// and be usable (any pool; a peering of this network that is active, for a destination
+/// inside the peer network).
 #[utoipa::path(post, path = "/v1/routes", tag = "routes", request_body = RouteCreate,
     security(("bearer" = [])),
     responses(
@@ -108,7 +109,7 @@ async fn visible_route(conn: &mut AnyConnection, p: &Principal, id: &str) -> Api
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 404, description = "network, subnet, pool or peering not visible to the caller", body = ErrorBody),
         (status = 409, description = "the table has a route for this destination, or the peering is not active", body = ErrorBody),
-        (status = 422, description = "invalid destination or target, local destination, subnet of another network", body = ErrorBody),
+        (status = 422, description = "invalid destination or target, local destination, a peering route outside the peer network, subnet of another network", body = ErrorBody),
     ))]
 pub async fn create_route(
     State(st): State<AppState>,
@@ -155,23 +156,37 @@ pub async fn create_route(
             (Some(pool.clone()), None)
         }
         Target::Peering(pe) => {
-            let state: Option<String> = sqlx::query_scalar(
-                "SELECT state FROM peerings WHERE id = $1 AND (network_id = $2 OR peer_network_id = $2)",
+            // The peering and the CIDR of its other side.
+            let row = sqlx::query(
+                "SELECT p.state, o.cidr FROM peerings p JOIN networks o \
+                 ON o.id = CASE WHEN p.network_id = $2 THEN p.peer_network_id ELSE p.network_id END \
+                 WHERE p.id = $1 AND (p.network_id = $2 OR p.peer_network_id = $2)",
             )
             .bind(pe)
             .bind(&net.id)
             .fetch_optional(tx.conn())
             .await?;
-            match state.as_deref() {
-                None => return Err(ApiError::not_found(Some("target"), "peering")),
-                Some("active") => {}
-                Some(_) => {
-                    return Err(ApiError::conflict(
-                        "not_active",
-                        Some("target"),
-                        format!("peering {pe} is not accepted yet"),
-                    ))
-                }
+            let Some(row) = row else {
+                return Err(ApiError::not_found(Some("target"), "peering"));
+            };
+            if s(&row, "state")? != "active" {
+                return Err(ApiError::conflict(
+                    "not_active",
+                    Some("target"),
+                    format!("peering {pe} is not accepted yet"),
+                ));
+            }
+            // The data plane sends what the route covers to the peer network's nodes, and
+            // the peer takes only its own addresses: a wider route would be a black hole.
+            let peer_cidr: Cidr = s(&row, "cidr")?
+                .parse()
+                .map_err(|e: crate::addr::CidrError| ApiError::Internal(e.to_string()))?;
+            if !peer_cidr.covers(&dest) {
+                return Err(ApiError::invalid(
+                    "outside_network",
+                    "destination",
+                    format!("{dest} is not inside the peer network's {peer_cidr}"),
+                ));
             }
             (None, Some(pe.clone()))
         }

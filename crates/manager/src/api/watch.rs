@@ -6,7 +6,9 @@
 //! the caller's scope, until `timeout_secs` pass or the client goes away.
 //!
 //! Scope: an agent gets the networks in which its host has a node, an edge the networks
-//! with a route to its pool, the admin everything; plus, for all of them, the operator's
+//! with a route to its pool, the admin everything; an agent also gets a *peer view* of the
+//! networks actively peered with one of its networks (see [`Reach::Peer`]); plus, for all
+//! of them, the operator's
 //! infrastructure objects (hosts, edge pools, edges: locators and selection parameters,
 //! never credentials). Tenants and tokens are never sent. Elastic IPs and NAT port blocks
 //! go to the agent of their node's host and to the edges of their pool.
@@ -17,7 +19,7 @@
 //! Writes are serialised by the revision row, so revisions become visible in order and
 //! polling `revision > cursor` misses none, also for writes made by another replica.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::time::Duration;
 
@@ -125,6 +127,23 @@ pub enum WatchEvent {
     },
 }
 
+/// How much of a network a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Everything of it: the viewer's host has a node in it, a route of it targets the
+    /// viewer's pool, or the viewer is the admin.
+    Full,
+    /// A network with an active peering to one of the agent's `Full` networks: the network
+    /// (its id and `vni`, which the agent's peering routes name), its subnets and its nodes
+    /// (the mappings of the peer's nodes, to send to them and to check that a packet
+    /// claiming to come from one does), and the peerings linking it to the agent's
+    /// networks. Not its routes, security groups or ACLs: the peer's own agents apply those.
+    Peer,
+}
+
+/// The change kinds of a network in [`Reach::Peer`].
+const PEER_KINDS: [&str; 3] = ["network", "subnet", "node"];
+
 /// Whose scope a stream has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Viewer {
@@ -172,7 +191,7 @@ pub async fn watch(
             st,
             viewer,
             tx,
-            scope: BTreeSet::new(),
+            scope: BTreeMap::new(),
         };
         match w.run(since, deadline).await {
             Ok(()) | Err(End::Closed) => {}
@@ -207,7 +226,7 @@ struct Watcher {
     st: AppState,
     viewer: Viewer,
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
-    scope: BTreeSet<String>,
+    scope: BTreeMap<String, Reach>,
 }
 
 fn json<T: Serialize>(v: &T) -> Value {
@@ -232,8 +251,52 @@ impl Watcher {
         .await
     }
 
-    /// The networks the viewer may see now.
-    async fn compute_scope(&self) -> Result<BTreeSet<String>, sqlx::Error> {
+    /// The networks the viewer may see now, and how much of each.
+    async fn compute_scope(&self) -> Result<BTreeMap<String, Reach>, sqlx::Error> {
+        let own = self.full_scope().await?;
+        let links = self.peer_links(&own).await?;
+        let mut scope: BTreeMap<String, Reach> =
+            own.into_iter().map(|n| (n, Reach::Full)).collect();
+        for (_, peer) in links {
+            scope.entry(peer).or_insert(Reach::Peer);
+        }
+        Ok(scope)
+    }
+
+    /// The active peerings between an agent's networks (`own`, its full scope) and others,
+    /// as (the agent's network, the other network); empty for edges and the admin, whose
+    /// scope is not widened by peerings (an edge forwards to the network a route of which
+    /// named it).
+    async fn peer_links(
+        &self,
+        own: &BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let Viewer::Host(h) = &self.viewer else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT network_id, peer_network_id FROM peerings WHERE state = 'active' \
+             AND (network_id IN (SELECT network_id FROM nodes WHERE host_id = $1) \
+             OR peer_network_id IN (SELECT network_id FROM nodes WHERE host_id = $1))",
+        )
+        .bind(h)
+        .fetch_all(self.st.store.pool())
+        .await?;
+        let mut links = Vec::new();
+        for r in rows {
+            let (a, b) = (s(&r, "network_id")?, s(&r, "peer_network_id")?);
+            match (own.contains(&a), own.contains(&b)) {
+                (true, false) => links.push((a, b)),
+                (false, true) => links.push((b, a)),
+                // Both the agent's own: each is in full scope already.
+                _ => {}
+            }
+        }
+        Ok(links)
+    }
+
+    /// The networks the viewer sees whole.
+    async fn full_scope(&self) -> Result<BTreeSet<String>, sqlx::Error> {
         let pool = self.st.store.pool();
         let ids: Vec<String> = match &self.viewer {
             Viewer::All => {
@@ -325,15 +388,15 @@ impl Watcher {
         Ok(())
     }
 
-    /// Upserts of one network and everything in it.
-    async fn send_network(&self, id: &str) -> Result<(), End> {
+    /// Upserts of a network, its subnets and its nodes; `false` if it does not exist.
+    async fn send_core(&self, id: &str) -> Result<bool, End> {
         let pool = self.st.store.pool();
         let Some(row) = sqlx::query(&format!("SELECT {NET_COLS} FROM networks WHERE id = $1"))
             .bind(id)
             .fetch_optional(pool)
             .await?
         else {
-            return Ok(());
+            return Ok(false);
         };
         self.upsert("network", json(&network_from(&row)?)).await?;
         for row in sqlx::query(&format!(
@@ -354,6 +417,43 @@ impl Watcher {
         .await?
         {
             self.upsert("node", json(&node_from(&row)?)).await?;
+        }
+        Ok(true)
+    }
+
+    /// Upserts of a network in [`Reach::Peer`]: the network, its subnets and nodes, and the
+    /// peerings that link it to the viewer's `Full` networks (which a `forget` of it, when
+    /// it was `Full` before, took away from the client).
+    async fn send_peer_view(&self, id: &str) -> Result<(), End> {
+        if !self.send_core(id).await? {
+            return Ok(());
+        }
+        for row in sqlx::query(&format!(
+            "SELECT {PEER_COLS} FROM peerings WHERE network_id = $1 OR peer_network_id = $1 \
+             ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(self.st.store.pool())
+        .await?
+        {
+            let pe = peering_from(&row)?;
+            let other = if pe.network_id == id {
+                &pe.peer_network_id
+            } else {
+                &pe.network_id
+            };
+            if self.scope.get(other) == Some(&Reach::Full) {
+                self.upsert("peering", json(&pe)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Upserts of one network and everything in it.
+    async fn send_network(&self, id: &str) -> Result<(), End> {
+        let pool = self.st.store.pool();
+        if !self.send_core(id).await? {
+            return Ok(());
         }
         for row in sqlx::query(&format!(
             "SELECT {ROUTE_COLS} FROM routes WHERE network_id = $1 ORDER BY id"
@@ -413,20 +513,31 @@ impl Watcher {
             return Err(End::Closed);
         }
         let now = self.compute_scope().await?;
-        let entered: Vec<String> = now.difference(&self.scope).cloned().collect();
-        let left: Vec<String> = self.scope.difference(&now).cloned().collect();
-        self.scope = now;
-        for n in entered {
-            self.send_network(&n).await?;
+        let old = std::mem::replace(&mut self.scope, now);
+        for (n, reach) in self.scope.clone() {
+            match (old.get(&n), reach) {
+                (None | Some(Reach::Peer), Reach::Full) => self.send_network(&n).await?,
+                (None, Reach::Peer) => self.send_peer_view(&n).await?,
+                // The client holds the whole network: drop it, keep the peer view.
+                (Some(Reach::Full), Reach::Peer) => {
+                    self.forget(revision, &n).await?;
+                    self.send_peer_view(&n).await?;
+                }
+                _ => {}
+            }
         }
-        for n in left {
-            self.send(&WatchEvent::Forget {
-                revision,
-                network_id: n,
-            })
-            .await?;
+        for n in old.keys().filter(|n| !self.scope.contains_key(*n)) {
+            self.forget(revision, n).await?;
         }
         Ok(())
+    }
+
+    async fn forget(&self, revision: i64, network: &str) -> Result<(), End> {
+        self.send(&WatchEvent::Forget {
+            revision,
+            network_id: network.to_string(),
+        })
+        .await
     }
 
     fn relevant(&self, kind: &str, network_id: Option<&str>, body: &Value) -> bool {
@@ -444,26 +555,32 @@ impl Watcher {
             },
             "tenant" | "token" => self.viewer == Viewer::All,
             _ => match network_id {
-                Some(n) => self.viewer == Viewer::All || self.scope.contains(n),
+                Some(n) => match self.scope.get(n) {
+                    Some(Reach::Full) => true,
+                    Some(Reach::Peer) => PEER_KINDS.contains(&kind),
+                    None => self.viewer == Viewer::All,
+                },
                 None => self.viewer == Viewer::All,
             },
         }
     }
 
-    /// Networks that had a scope-defining change (a node placed on the viewer's host, a
-    /// route to the viewer's pool) after `since`: a resuming client may lack their
-    /// earlier objects, so they are sent whole.
-    async fn touched_since(&self, since: i64) -> Result<HashSet<String>, sqlx::Error> {
+    /// Networks that had a scope-defining change of `op` (a node placed on or removed from
+    /// the viewer's host, a route to the viewer's pool) after `since`: a resuming client
+    /// may lack their earlier objects (`create`), or hold more of them than it may now
+    /// (`delete`).
+    async fn touched_since(&self, since: i64, op: &str) -> Result<HashSet<String>, sqlx::Error> {
         let kind = match &self.viewer {
             Viewer::All => return Ok(HashSet::new()),
             Viewer::Host(_) => "node",
             Viewer::Pool(..) => "route",
         };
         let rows = sqlx::query(
-            "SELECT network_id, body FROM changes WHERE revision > $1 AND kind = $2 AND op = 'create'",
+            "SELECT network_id, body FROM changes WHERE revision > $1 AND kind = $2 AND op = $3",
         )
         .bind(since)
         .bind(kind)
+        .bind(op)
         .fetch_all(self.st.store.pool())
         .await?;
         let mut out = HashSet::new();
@@ -481,6 +598,78 @@ impl Watcher {
         Ok(out)
     }
 
+    /// Catches a client resuming after `since` up with the scope of revision `current`
+    /// (the change replay that follows does the rest).
+    async fn resume(&mut self, since: i64, current: i64) -> Result<(), End> {
+        self.scope = self.compute_scope().await?;
+        let touched = self.touched_since(since, "create").await?;
+        for n in &touched {
+            if self.scope.get(n) == Some(&Reach::Full) {
+                self.send_network(n).await?;
+            }
+        }
+        // Peer views the client may lack: a peering of the network changed (created,
+        // accepted), or it is peered with a network that has just come whole. Where one of
+        // the viewer's nodes left it, the client may hold it whole: forget that first.
+        let pool = self.st.store.pool();
+        let mut refresh: HashSet<String> = sqlx::query_scalar(
+            "SELECT DISTINCT network_id FROM changes WHERE revision > $1 AND kind = 'peering' \
+             AND network_id IS NOT NULL",
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+        let own: BTreeSet<String> = self
+            .scope
+            .iter()
+            .filter(|(_, r)| **r == Reach::Full)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for (full, peer) in self.peer_links(&own).await? {
+            if touched.contains(&full) {
+                refresh.insert(peer);
+            }
+        }
+        let left_host = self.touched_since(since, "delete").await?;
+        for (n, reach) in self.scope.clone() {
+            if reach != Reach::Peer {
+                continue;
+            }
+            if left_host.contains(&n) {
+                self.forget(current, &n).await?;
+                self.send_peer_view(&n).await?;
+            } else if refresh.contains(&n) {
+                self.send_peer_view(&n).await?;
+            }
+        }
+        if self.viewer == Viewer::All {
+            return Ok(());
+        }
+        // Networks the client may still hold but that are out of scope now: a node or
+        // route of the viewer's, or a peering, was deleted after `since`; and the peers of
+        // those networks, whose peer view may have gone with them.
+        const DELETED: &str = "SELECT network_id FROM changes WHERE revision > $1 \
+             AND op = 'delete' AND kind IN ('node', 'route', 'network', 'peering') \
+             AND network_id IS NOT NULL";
+        let gone: BTreeSet<String> = sqlx::query_scalar(&format!(
+            "{DELETED} UNION SELECT peer_network_id FROM peerings WHERE network_id IN ({DELETED}) \
+             UNION SELECT network_id FROM peerings WHERE peer_network_id IN ({DELETED})"
+        ))
+        .bind(since)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+        for n in gone {
+            if !self.scope.contains_key(&n) {
+                self.forget(current, &n).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn run(&mut self, since: i64, deadline: Instant) -> Result<(), End> {
         let mut wake = self.st.store.subscribe();
         let mut stopping = self.st.stopping.subscribe();
@@ -496,37 +685,17 @@ impl Watcher {
                 .await?;
             self.send_infrastructure().await?;
             self.scope = self.compute_scope().await?;
-            for n in self.scope.clone() {
-                self.send_network(&n).await?;
+            for (n, reach) in self.scope.clone() {
+                match reach {
+                    Reach::Full => self.send_network(&n).await?,
+                    Reach::Peer => self.send_peer_view(&n).await?,
+                }
             }
             self.send_attached().await?;
             self.send(&WatchEvent::Synced { revision: cursor }).await?;
         } else {
             cursor = since;
-            self.scope = self.compute_scope().await?;
-            for n in self.touched_since(since).await? {
-                if self.scope.contains(&n) {
-                    self.send_network(&n).await?;
-                }
-            }
-            // Networks the client may still hold but that are out of scope now: a node
-            // or route of the viewer's was deleted after `since`.
-            let gone: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT network_id FROM changes WHERE revision > $1 AND op = 'delete' \
-                 AND kind IN ('node', 'route', 'network') AND network_id IS NOT NULL",
-            )
-            .bind(since)
-            .fetch_all(self.st.store.pool())
-            .await?;
-            for n in gone {
-                if !self.scope.contains(&n) && self.viewer != Viewer::All {
-                    self.send(&WatchEvent::Forget {
-                        revision: current,
-                        network_id: n,
-                    })
-                    .await?;
-                }
-            }
+            self.resume(since, current).await?;
         }
         let mut last_sent = Instant::now();
         loop {
