@@ -17,6 +17,8 @@ use clap::Args;
 /// present, inside it as `eth0` with the node's MAC; otherwise in the agent's namespace as
 /// `cn<12 hex digits of the node id>`. Devices persist across restarts, so VMs keep their
 /// interfaces and their flows only pause; a node's TAP goes when the node is deleted.
+/// The NAT table (which public port each flow to the internet has) is saved in
+/// --state-dir every 2 s and on SIGTERM, and restored at start, so NATed flows survive too.
 /// If the manager goes away, forwarding goes on and the agent reconnects in the background.
 ///
 /// Example: canopy agent --manager unix:/run/canopy/manager.sock --token $CRED --host-id host-1a2b3c4d5e6f --vm-netns /run/netns/vm-{name} --metrics 127.0.0.1:9450
@@ -53,6 +55,11 @@ pub struct AgentArgs {
     /// and the devices are up
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Directory for what outlives the process: the NAT table (nat.json), saved every 2 s
+    /// and on SIGTERM and restored at start, so NATed flows survive a restart
+    /// [default: /run/canopy/agent-<host id>]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Run an edge of a pool: the stateless NAT / elastic-IP pipeline between the substrate
@@ -144,6 +151,10 @@ where
 }
 
 pub fn agent(a: AgentArgs) -> ExitCode {
+    let state_dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| node::agentd::default_state_dir(&a.host_id));
     let opts = node::agentd::AgentOptions {
         manager: a.manager,
         token: a.token,
@@ -153,6 +164,7 @@ pub fn agent(a: AgentArgs) -> ExitCode {
         metrics: a.metrics,
         substrate_mtu: a.substrate_mtu,
         ready_file: a.ready_file,
+        state_dir,
     };
     run_daemon("agent", node::agentd::run_agent(opts, signalled()))
 }

@@ -520,6 +520,8 @@ fn agents_and_edge_as_processes() {
     // The daemons.
     let sock_url = format!("unix:{}", sock.display());
     let template = format!("/run/netns/{p}{{name}}");
+    // The agents' NAT tables go to the test's directory, not /run/canopy.
+    let state_root = lab.path("state");
     let agent_args = |h: &Value, ready: &Path| -> Vec<String> {
         vec![
             "agent".into(),
@@ -535,6 +537,8 @@ fn agents_and_edge_as_processes() {
             "127.0.0.1:9450".into(),
             "--ready-file".into(),
             ready.display().to_string(),
+            "--state-dir".into(),
+            state_root.join(s(h, "id")).display().to_string(),
         ]
     };
     let start = |lab: &mut Lab, name: &str, ns: usize, args: Vec<String>, ready: &Path| {

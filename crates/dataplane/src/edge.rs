@@ -1,13 +1,16 @@
 //! The edge pipeline (the patent's edge device), sans-IO and without per-flow state.
 //!
 //! - **Outbound** (substrate -> outside): decode the IPv6 packet an agent sent to this
-//!   edge's locator (its destination address carries the final IPv4 destination, no lookup
-//!   needed), check that the sending host really hosts the source node, and swap the
-//!   node's address for its public one: the elastic IP, or the public address of the port
-//!   block its (already rewritten) source port falls in.
+//!   edge's locator, or to its pool's anycast locator when the pool is in anycast mode
+//!   (its destination address carries the final IPv4 destination, no lookup needed),
+//!   check that the sending host really hosts the source node, and swap the node's
+//!   address for its public one: the elastic IP, or the public address of the port block
+//!   its (already rewritten) source port falls in.
 //! - **Inbound** (outside -> substrate): find who owns the destination (elastic IP, or
 //!   public address and port through the block table the manager pushes), swap the
-//!   public address for the node's, and encode to the node's host.
+//!   public address for the node's, and encode to the node's host. The edge answers from
+//!   its own locator, also for flows that came to the anycast one: agents accept packets
+//!   from any member of a pool their network routes to.
 //!
 //! Every member of a pool holds the same tables, so any member can carry any packet of
 //! any flow in either direction. Unsolicited traffic to an address or port nobody owns is
@@ -59,6 +62,10 @@ pub enum EdgeChange {
     /// The pool's ACL, applied by every member to traffic in both directions (as seen
     /// from the nodes: inbound is ingress); `None` removes it.
     Acl(Option<Vec<AclRule>>),
+    /// The anycast locator of the edge's pool (a pool in anycast mode), which the edge
+    /// accepts packets to besides its own: the fabric in front of the pool delivers them
+    /// to whichever member it picks. `None` removes it.
+    Anycast(Option<Locator>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +92,8 @@ pub struct EdgeStats {
 /// An edge's tables and counters.
 pub struct Edge {
     locator: Locator,
+    /// The pool's anycast locator, if the pool is in anycast mode.
+    anycast: Option<Locator>,
     /// Where agents' health probes come to.
     probe_addr: [u8; 16],
     translator: Translator,
@@ -152,6 +161,7 @@ impl Edge {
     pub fn new(locator: Locator) -> Self {
         Edge {
             locator,
+            anycast: None,
             probe_addr: crate::probe::address(&locator),
             translator: Translator::default(),
             blocks: HashMap::new(),
@@ -207,6 +217,11 @@ impl Edge {
         self.locator
     }
 
+    /// The pool's anycast locator this edge also accepts, if any.
+    pub fn anycast(&self) -> Option<Locator> {
+        self.anycast
+    }
+
     pub fn stats(&self) -> &EdgeStats {
         &self.stats
     }
@@ -247,6 +262,7 @@ impl Edge {
                     None => self.acl = None,
                 }
             }
+            EdgeChange::Anycast(locator) => self.anycast = locator,
         }
     }
 
@@ -305,7 +321,7 @@ impl Edge {
             Ok(d) => d,
             Err(r) => return EdgeVerdict::Drop(r),
         };
-        if d.dst.locator != self.locator {
+        if d.dst.locator != self.locator && Some(d.dst.locator) != self.anycast {
             return EdgeVerdict::Drop(DropReason::WrongLocator);
         }
         let ip = Ipv4Packet::new_unchecked(pkt.as_slice());

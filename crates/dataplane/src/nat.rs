@@ -297,6 +297,129 @@ impl SourceNat {
     }
 }
 
+/// One bound flow of a node as plain data: what [`SourceNat::export`] hands out and
+/// [`SourceNat::import`] takes back, so that a restarted agent keeps its flows' ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedFlow {
+    pub flow: FlowId,
+    pub public_port: u16,
+    /// How long the flow had been idle when it was exported, in milliseconds.
+    pub idle_ms: u64,
+}
+
+/// A node's blocks and bound flows as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedNode {
+    pub network: NetworkId,
+    pub vip: Ipv4Addr,
+    pub blocks: Vec<PortBlock>,
+    pub flows: Vec<SavedFlow>,
+}
+
+/// What an import took and what it left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Flows bound again with their old public port.
+    pub flows: usize,
+    /// Flows left out: idle past their timeout, port outside the node's blocks or taken,
+    /// already bound, or the table full.
+    pub skipped: usize,
+}
+
+impl SourceNat {
+    /// The live flows of every node, with the node's blocks, ordered (network, address,
+    /// flow) so that equal tables export equally. Allocates: for saving off the packet
+    /// path, not per packet.
+    pub fn export(&self, now: Instant) -> Vec<SavedNode> {
+        let mut nodes: Vec<SavedNode> = self
+            .nodes
+            .iter()
+            .map(|(&(network, vip), n)| {
+                let mut flows: Vec<SavedFlow> = n
+                    .out
+                    .iter()
+                    .map(|(&flow, b)| SavedFlow {
+                        flow,
+                        public_port: b.public_port,
+                        idle_ms: now.since(b.last),
+                    })
+                    .collect();
+                flows.sort_by_key(|f| {
+                    (f.flow.proto, f.flow.port, f.flow.remote, f.flow.remote_port)
+                });
+                SavedNode {
+                    network,
+                    vip,
+                    blocks: n.blocks.iter().map(|b| b.block).collect(),
+                    flows,
+                }
+            })
+            .collect();
+        nodes.sort_by_key(|n| (n.network.get(), n.vip));
+        nodes
+    }
+
+    /// Binds saved flows again, each to its old public port, so that packets of flows that
+    /// were open before a restart keep their translation both ways. A node's saved blocks
+    /// that it does not hold are added (the manager's next [`set_blocks`](Self::set_blocks)
+    /// is the authority, and drops the flows of blocks it no longer assigns); blocks it
+    /// holds already stay as they are. A flow counts as idle since `now - idle_ms` (or
+    /// since the clock's zero, for a clock younger than that: such a flow lives at most one
+    /// timeout longer than it would have); flows already idle past their timeout, whose
+    /// port is outside the node's blocks or taken, or that are bound already are left
+    /// out, as are flows beyond `max_flows`.
+    pub fn import(&mut self, saved: &[SavedNode], now: Instant) -> ImportReport {
+        let t = self.timeouts;
+        let mut report = ImportReport::default();
+        for s in saved {
+            let n = self.nodes.entry((s.network, s.vip)).or_default();
+            for &b in &s.blocks {
+                if !b.is_empty() && !n.blocks.iter().any(|x| x.block == b) {
+                    n.blocks.push(Block::new(b));
+                }
+            }
+            for f in &s.flows {
+                let timeout = match f.flow.proto {
+                    6 => t.tcp,
+                    17 => t.udp,
+                    _ => t.other,
+                };
+                let port = f.public_port;
+                let block = n.blocks.iter_mut().find(|b| b.block.contains(port));
+                let taken = |b: &Block| {
+                    let i = (port - b.block.first) as usize;
+                    b.used[i / 64] & (1 << (i % 64)) != 0
+                };
+                let ok = f.idle_ms < timeout
+                    && self.flows < self.max_flows
+                    && !n.out.contains_key(&f.flow)
+                    && !n.back.contains_key(&(f.flow.proto, port));
+                let Some(b) = block.filter(|b| ok && !taken(b)) else {
+                    report.skipped += 1;
+                    continue;
+                };
+                let i = (port - b.block.first) as usize;
+                b.used[i / 64] |= 1 << (i % 64);
+                b.free -= 1;
+                n.out.insert(
+                    f.flow,
+                    Binding {
+                        public_port: port,
+                        last: Instant::from_millis(now.millis().saturating_sub(f.idle_ms)),
+                    },
+                );
+                n.back.insert((f.flow.proto, port), f.flow);
+                self.flows += 1;
+                report.flows += 1;
+            }
+            if n.blocks.is_empty() && n.out.is_empty() {
+                self.nodes.remove(&(s.network, s.vip));
+            }
+        }
+        report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +539,111 @@ mod tests {
         assert_eq!(nat.flows(), 1);
     }
 
+    #[test]
+    fn exported_flows_come_back_with_their_ports_and_idle_time() {
+        let t = NatTimeouts::default();
+        let mut old = SourceNat::new(1000, t);
+        old.set_blocks(net(), VIP, &[block(1024, 1027)]);
+        let p1 = old
+            .outbound(net(), VIP, flow(40000), Instant::ZERO)
+            .unwrap();
+        let p2 = old
+            .outbound(net(), VIP, flow(40001), Instant::from_secs(10))
+            .unwrap();
+        let saved = old.export(Instant::from_secs(10));
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].blocks, vec![block(1024, 1027)]);
+        assert_eq!(saved[0].flows[0].idle_ms, 10_000);
+        assert_eq!(saved[0].flows[1].idle_ms, 0);
+
+        // A new process: its clock starts again.
+        let now = Instant::from_secs(20);
+        let mut nat = SourceNat::new(1000, t);
+        let r = nat.import(&saved, now);
+        assert_eq!(
+            r,
+            ImportReport {
+                flows: 2,
+                skipped: 0
+            }
+        );
+        assert_eq!(nat.flows(), 2);
+        assert_eq!(
+            nat.inbound(net(), VIP, 6, p1, (SERVER, 80), now),
+            Some(40000)
+        );
+        assert_eq!(nat.outbound(net(), VIP, flow(40001), now), Ok(p2));
+        // Imported ports are not handed to new flows.
+        for p in [50000, 50001] {
+            let q = nat.outbound(net(), VIP, flow(p), now).unwrap();
+            assert!(q != p1 && q != p2, "port {q} handed out twice");
+        }
+        assert_eq!(
+            nat.outbound(net(), VIP, flow(50002), now),
+            Err(NatError::Exhausted)
+        );
+        // The idle time carries over: flow(40000) was last used 10 s before the export,
+        // and the import does not refresh it.
+        let mut nat = SourceNat::new(1000, t);
+        nat.import(&saved, now);
+        assert_eq!(nat.export(now), saved);
+        let expire_at = now.plus_millis(t.tcp - 10_000);
+        assert_eq!(nat.expire(Instant::from_millis(expire_at.millis() - 1)), 0);
+        assert_eq!(nat.expire(expire_at), 1);
+        assert_eq!(
+            nat.inbound(net(), VIP, 6, p1, (SERVER, 80), expire_at),
+            None
+        );
+        assert_eq!(
+            nat.inbound(net(), VIP, 6, p2, (SERVER, 80), expire_at),
+            Some(40001)
+        );
+    }
+
+    #[test]
+    fn import_skips_what_no_longer_fits() {
+        let t = NatTimeouts::default();
+        let mut old = SourceNat::new(1000, t);
+        old.set_blocks(net(), VIP, &[block(1000, 1000), block(2000, 2000)]);
+        let p1 = old.outbound(net(), VIP, flow(1), Instant::ZERO).unwrap();
+        let _p2 = old.outbound(net(), VIP, flow(2), Instant::ZERO).unwrap();
+        let mut udp = flow(3);
+        udp.proto = 17;
+        old.set_blocks(
+            net(),
+            VIP,
+            &[block(1000, 1000), block(2000, 2000), block(3000, 3000)],
+        );
+        old.outbound(net(), VIP, udp, Instant::ZERO).unwrap();
+        // The UDP flow is idle past its timeout by the time it is saved.
+        let saved = old.export(Instant::ZERO.plus_millis(t.udp));
+
+        // The manager's blocks arrived first: 2000 and 3000 are gone, 4000 is new.
+        let mut nat = SourceNat::new(1000, t);
+        nat.set_blocks(net(), VIP, &[block(1000, 1000), block(4000, 4000)]);
+        // ... and one flow took the port of flow(1) meanwhile.
+        let taken = nat.outbound(net(), VIP, flow(9), Instant::ZERO).unwrap();
+        assert_eq!(taken, p1);
+        let r = nat.import(&saved, Instant::ZERO);
+        // Only blocks it did not hold are added back (2000, 3000); flow(1)'s port is
+        // taken and the UDP flow expired.
+        assert_eq!(
+            r,
+            ImportReport {
+                flows: 1,
+                skipped: 2
+            }
+        );
+        assert_eq!(nat.flows(), 2);
+        // The manager's next word drops the flows of blocks it no longer assigns.
+        nat.set_blocks(net(), VIP, &[block(1000, 1000), block(4000, 4000)]);
+        assert_eq!(nat.flows(), 1);
+        // A full table takes no more.
+        let mut small = SourceNat::new(1, t);
+        let r = small.import(&old.export(Instant::ZERO), Instant::ZERO);
+        assert_eq!((r.flows, small.flows()), (1, 1));
+    }
+
     proptest! {
         /// Random flows and expiries: no two live flows share a public port, every bound
         /// flow maps back to itself, and the count matches.
@@ -440,6 +668,62 @@ mod tests {
                     prop_assert!(seen.insert((f.proto, port)), "public port bound twice");
                 }
                 prop_assert_eq!(nat.flows(), nat.nodes.get(&(net(), VIP)).map_or(0, |n| n.out.len()));
+            }
+        }
+    }
+
+    proptest! {
+        /// Random tables: export then import into a fresh table (a restarted agent, whose
+        /// clock starts again) gives every flow the same public port both ways, the same
+        /// export back, and new flows never get an imported port.
+        #[test]
+        fn export_import_round_trips(
+            ops in proptest::collection::vec((0u16..60, any::<bool>(), 0u64..100_000), 1..120),
+            restart_at in 0u64..1_000_000,
+        ) {
+            let t = NatTimeouts::default();
+            let blocks = [block(5000, 5031), block(6000, 6007)];
+            let mut old = SourceNat::new(10_000, t);
+            old.set_blocks(net(), VIP, &blocks);
+            let mut now = Instant::ZERO;
+            for (p, udp, dt) in ops {
+                now = now.plus_millis(dt);
+                old.expire(now);
+                let f = FlowId { proto: if udp { 17 } else { 6 }, ..flow(p) };
+                let _ = old.outbound(net(), VIP, f, now);
+            }
+            old.expire(now);
+            let saved = old.export(now);
+            let later = Instant::from_millis(restart_at);
+            let mut nat = SourceNat::new(10_000, t);
+            let r = nat.import(&saved, later);
+            prop_assert_eq!(r.flows, old.flows());
+            prop_assert_eq!(r.skipped, 0);
+            prop_assert_eq!(nat.flows(), old.flows());
+            let mut again = nat.export(later);
+            // Idle times carry over, except where the new clock is younger than them.
+            for (n, s) in again.iter_mut().zip(&saved) {
+                for (a, b) in n.flows.iter_mut().zip(&s.flows) {
+                    prop_assert_eq!(a.idle_ms, b.idle_ms.min(restart_at));
+                    a.idle_ms = b.idle_ms;
+                }
+            }
+            prop_assert_eq!(&again, &saved);
+            let mut imported = std::collections::HashSet::new();
+            for s in saved.iter().flat_map(|n| &n.flows) {
+                imported.insert(s.public_port);
+                prop_assert_eq!(
+                    nat.inbound(net(), VIP, s.flow.proto, s.public_port, (s.flow.remote, s.flow.remote_port), later),
+                    Some(s.flow.port)
+                );
+                prop_assert_eq!(nat.outbound(net(), VIP, s.flow, later), Ok(s.public_port));
+            }
+            for p in 100u16..200 {
+                let f = FlowId { remote_port: 443, ..flow(p) };
+                match nat.outbound(net(), VIP, f, later) {
+                    Ok(port) => prop_assert!(!imported.contains(&port), "port {} handed out twice", port),
+                    Err(e) => prop_assert_eq!(e, NatError::Exhausted),
+                }
             }
         }
     }

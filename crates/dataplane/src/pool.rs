@@ -481,6 +481,9 @@ struct Slot {
     load: Option<f64>,
     /// The load the current table was built with.
     applied: f64,
+    /// Flows this member was chosen for (new, moved to it, or sent by the unpinned hash
+    /// when the pinning table was full); starts again at zero when the member rejoins.
+    chosen: u64,
 }
 
 impl Slot {
@@ -780,7 +783,8 @@ impl Pool {
                         } else {
                             self.counters.pins_moved += 1;
                         }
-                        m.selection()
+                        self.members[idx as usize].chosen += 1;
+                        self.members[idx as usize].selection()
                     }
                     None => {
                         self.pins.remove_at(i);
@@ -803,6 +807,7 @@ impl Pool {
                     self.counters.pins_expired += freed as u64;
                     if freed == 0 {
                         self.counters.table_full_fallbacks += 1;
+                        self.members[idx as usize].chosen += 1;
                         return self.members[idx as usize].selection();
                     }
                     // Removals shift entries: look for the free slot again.
@@ -822,7 +827,8 @@ impl Pool {
                 };
                 self.pins.len += 1;
                 self.counters.new_pins += 1;
-                m.selection()
+                self.members[idx as usize].chosen += 1;
+                self.members[idx as usize].selection()
             }
         }
     }
@@ -876,6 +882,17 @@ impl Pool {
         &self.counters
     }
 
+    /// Per member now in the pool (by id): how many flows it was chosen for (new flows,
+    /// flows moved to it off a member that went down, and flows sent by the unpinned hash
+    /// when the pinning table was full). The sum over members can be less than
+    /// `new_pins + pins_moved + table_full_fallbacks`: a member's count goes with it.
+    pub fn member_choices(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.members
+            .iter()
+            .filter(|m| m.present)
+            .map(|m| (m.id, m.chosen))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.cfg
@@ -923,6 +940,7 @@ impl Pool {
                             gen: 0,
                             load: None,
                             applied: 0.0,
+                            chosen: 0,
                         });
                         (self.members.len() - 1) as u16
                     });
@@ -931,6 +949,7 @@ impl Pool {
                     s.present = true;
                     s.load = None;
                     s.applied = 0.0;
+                    s.chosen = 0;
                     self.by_id.insert(m.id, i);
                     i
                 }
@@ -1117,6 +1136,37 @@ mod tests {
 
     fn pool(ms: &[Member]) -> Pool {
         Pool::new(PoolConfig::default(), ms).unwrap()
+    }
+
+    #[test]
+    fn member_choices_count_flows_per_member_not_packets() {
+        let mut p = pool(&equal(3));
+        let fs = flows(7, 300);
+        let now = Instant::ZERO;
+        let first = select_all(&mut p, &fs, now);
+        // Later packets of the same flows choose nothing new.
+        assert_eq!(select_all(&mut p, &fs, now), first);
+        let choices: AHashMap<u32, u64> = p.member_choices().collect();
+        for id in 1..=3 {
+            let n = first.iter().filter(|&&m| m == id).count() as u64;
+            assert_eq!(choices[&id], n, "member {id}");
+            assert!(n > 0, "member {id} got no flow");
+        }
+        // Member 1 goes down: its flows are chosen again among 2 and 3, and counted there.
+        let on_1 = choices[&1];
+        p.set_members(&with_state(equal(3), 1, MemberState::Down), now)
+            .unwrap();
+        select_all(&mut p, &fs, now);
+        let after: AHashMap<u32, u64> = p.member_choices().collect();
+        assert_eq!(after[&1], on_1);
+        assert_eq!(after[&2] + after[&3], choices[&2] + choices[&3] + on_1);
+        assert_eq!(
+            after.values().sum::<u64>(),
+            p.counters().new_pins + p.counters().pins_moved
+        );
+        // A member that leaves takes its count along.
+        p.set_members(&equal(3)[1..], now).unwrap();
+        assert_eq!(p.member_choices().count(), 2);
     }
 
     const T0: Instant = Instant::ZERO;

@@ -212,20 +212,7 @@ impl Spec {
                 if !names.insert(v.name.clone()) {
                     return Err(Error::Refused(format!("two VMs are named {}", v.name)));
                 }
-                let ok = !v.name.is_empty()
-                    && v.name.len() <= 40
-                    && v.name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                let taken = ["mgr", "fab", "inet"].contains(&v.name.as_str())
-                    || ((v.name.starts_with('h') || v.name.starts_with('e'))
-                        && v.name[1..].bytes().all(|b| b.is_ascii_digit()));
-                if !ok || taken {
-                    return Err(Error::Refused(format!(
-                        "VM name {:?}: use 1-40 letters, digits or '-', not mgr, fab, inet, h<N> or e<N> (namespaces of the lab)",
-                        v.name
-                    )));
-                }
+                check_vm_name(&v.name)?;
             }
         }
         if names.len() > 200 {
@@ -233,6 +220,23 @@ impl Spec {
         }
         Ok(())
     }
+}
+
+/// A VM's name names its namespace (`<prefix>-<name>`): 1-40 letters, digits or '-', and
+/// not one of the lab's own namespaces.
+fn check_vm_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let taken = ["mgr", "fab", "inet"].contains(&name)
+        || ((name.starts_with('h') || name.starts_with('e'))
+            && name[1..].bytes().all(|b| b.is_ascii_digit()));
+    if !ok || taken {
+        return Err(Error::Refused(format!(
+            "VM name {name:?}: use 1-40 letters, digits or '-', not mgr, fab, inet, h<N> or e<N> (namespaces of the lab)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

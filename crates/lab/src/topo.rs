@@ -35,6 +35,8 @@ use crate::procs::{self, ProcRecord};
 use crate::state::{EdgeRecord, HostRecord, PoolRecord, State, TenantRecord, VmRecord};
 use crate::{Error, Spec, READY_TIMEOUT, SERVER_ADDR};
 
+mod vms;
+
 /// Bound on every command the lab runs.
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -820,6 +822,13 @@ impl Lab {
             "127.0.0.1:9460".into(),
             "--ready-file".into(),
             ready.display().to_string(),
+            // The NAT table survives a restart of the agent (restart_agent) through here.
+            "--state-dir".into(),
+            self.state
+                .dir
+                .join(format!("agent-{}", h.name))
+                .display()
+                .to_string(),
         ];
         let canopy = self.canopy();
         let env = [("CANOPY_TOKEN", h.credential.as_str())];

@@ -13,6 +13,7 @@
 use dataplane::agent::{
     Agent, AgentStats, Change, Event, Mapping, PortId, Ready, Verdict, HEADROOM, MIN_BUFFER,
 };
+use dataplane::nat::SavedNode;
 use dataplane::{Instant, PacketBuf};
 use model::NetworkId;
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use std::net::Ipv4Addr;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use wire::virtio::VirtioNetHdr;
 
 use crate::tap::{Device, VNET_HDR_LEN};
@@ -53,6 +54,9 @@ pub enum Command {
     AddPort(PortId, Device),
     /// A VM's port goes; its device is closed.
     RemovePort(PortId),
+    /// The NAT table as it is now, for saving (allocates; the daemon asks every few
+    /// seconds, between packets).
+    ExportNat(oneshot::Sender<Vec<SavedNode>>),
 }
 
 /// Counts of the loop's own I/O.
@@ -100,6 +104,8 @@ pub struct LoopStats {
     pub io: IoStats,
     /// VM ports with a device.
     pub ports: usize,
+    /// Flows sent to each pool member: `(pool, member, flows)` ([`Agent::edge_choices`]).
+    pub edge_choices: Vec<(u32, u32, u64)>,
 }
 
 /// The loop's state; [`run`](AgentLoop::run) gives it back when stopped.
@@ -139,6 +145,7 @@ impl AgentLoop {
                 agent: self.agent.stats().clone(),
                 io: self.io.stats.clone(),
                 ports: self.io.ports.len(),
+                edge_choices: self.agent.edge_choices().collect(),
             });
         }
     }
@@ -168,7 +175,8 @@ impl AgentLoop {
         &self.io.stats
     }
 
-    fn now(&self) -> Instant {
+    /// The time on the loop's clock (the agent's), which starts at zero with the loop.
+    pub fn now(&self) -> Instant {
         Instant::from_millis(self.clock.elapsed().as_millis() as u64)
     }
 
@@ -241,6 +249,9 @@ impl AgentLoop {
                 }
             }
             Command::RemovePort(id) => self.remove_port(id),
+            Command::ExportNat(reply) => {
+                let _ = reply.send(self.agent.export_nat(self.now()));
+            }
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::agent_loop::{AgentLoop, Command, LoopStats};
 use crate::control::{ControlError, ManagerClient, WatchItem};
 use crate::desired::{self, AgentConfigSet, Catalog, Effect, Ids, Key, LocalNode};
 use crate::metrics::{self, ControlCounters, Text};
+use crate::nat_state;
 use crate::netns;
 use crate::tap::{Device, Kind};
 
@@ -42,7 +43,30 @@ pub struct AgentOptions {
     pub metrics: Option<SocketAddr>,
     pub substrate_mtu: u16,
     pub ready_file: Option<PathBuf>,
+    /// Where the agent keeps what must outlive it: the NAT table ([`crate::nat_state`]).
+    pub state_dir: PathBuf,
 }
+
+/// The state directory when none is given: `/run/canopy/agent-<host id>` (characters
+/// other than letters, digits, `-`, `_` and `.` in the id become `_`).
+pub fn default_state_dir(host_id: &str) -> PathBuf {
+    let id: String = host_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // One path component, always (`agent-` in front: never `.` or `..`).
+    PathBuf::from("/run/canopy").join(format!("agent-{id}"))
+}
+
+/// How often the NAT table is saved while the agent runs: a `kill -9` loses the flows
+/// opened since the last save, at most this long ago.
+pub const SAVE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -208,6 +232,30 @@ fn unpersist(fd: &OwnedFd) {
     }
 }
 
+/// The names of the pools and edges the agent knows by number, for metric labels.
+#[derive(Debug, Default)]
+pub struct EdgeNames {
+    pub pools: std::collections::HashMap<u32, String>,
+    pub edges: std::collections::HashMap<u32, String>,
+}
+
+impl EdgeNames {
+    fn of(catalog: &Catalog, ids: &Ids) -> Self {
+        EdgeNames {
+            pools: catalog
+                .pools
+                .keys()
+                .filter_map(|id| Some((ids.pools.lookup(id)?, id.clone())))
+                .collect(),
+            edges: catalog
+                .edges
+                .keys()
+                .map(|id| (desired::member_id(id), id.clone()))
+                .collect(),
+        }
+    }
+}
+
 struct Daemon {
     opts: AgentOptions,
     client: ManagerClient,
@@ -218,6 +266,7 @@ struct Daemon {
     devices: BTreeMap<PortId, PortDev>,
     counters: Arc<ControlCounters>,
     blocks_gauge: Arc<std::sync::atomic::AtomicU64>,
+    names: Arc<std::sync::RwLock<EdgeNames>>,
 }
 
 impl Daemon {
@@ -266,6 +315,8 @@ impl Daemon {
             .sum();
         self.blocks_gauge
             .store(blocks as u64, std::sync::atomic::Ordering::Relaxed);
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) =
+            EdgeNames::of(&self.catalog, &self.ids);
         self.applied = new;
     }
 
@@ -385,9 +436,15 @@ fn render_agent(
     stats: &watch::Receiver<LoopStats>,
     counters: &ControlCounters,
     blocks: &std::sync::atomic::AtomicU64,
+    names: &std::sync::RwLock<EdgeNames>,
 ) -> String {
     let s = stats.borrow().clone();
     let mut t = Text::default();
+    edge_choices(
+        &mut t,
+        &s.edge_choices,
+        &names.read().unwrap_or_else(|e| e.into_inner()),
+    );
     t.metric(
         "canopy_agent_packets_total",
         "counter",
@@ -490,6 +547,27 @@ fn render_agent(
     t.finish()
 }
 
+/// `canopy_agent_edge_choices_total{pool,edge}`: the flows this agent sent to each edge
+/// of each pool, labelled with the manager's ids (the number, for one not known by name).
+fn edge_choices(t: &mut Text, choices: &[(u32, u32, u64)], names: &EdgeNames) {
+    let mut samples: Vec<(Vec<(&str, String)>, u64)> = choices
+        .iter()
+        .map(|&(pool, edge, n)| {
+            let pool = names.pools.get(&pool).cloned().unwrap_or(pool.to_string());
+            let edge = names.edges.get(&edge).cloned().unwrap_or(edge.to_string());
+            (vec![("pool", pool), ("edge", edge)], n)
+        })
+        .collect();
+    samples.sort();
+    t.labeled(
+        "canopy_agent_edge_choices_total",
+        "counter",
+        "Flows sent to each edge of each pool (new flows, and flows moved off an edge that \
+         went down), per pool and edge.",
+        &samples,
+    );
+}
+
 /// Runs the agent until `shutdown` completes.
 pub async fn run_agent(
     opts: AgentOptions,
@@ -539,20 +617,29 @@ pub async fn run_agent(
     let mut cfg = AgentConfig::new(locator);
     cfg.substrate_mtu = opts.substrate_mtu;
     let mut lp = AgentLoop::new(Agent::new(cfg), tun).map_err(io_err("starting the loop"))?;
+    let store = Arc::new(nat_state::Store::new(&opts.state_dir));
+    restore_nat(&mut lp, &store).await;
     let (stats_tx, stats_rx) = watch::channel(LoopStats::default());
     lp.set_stats_sink(stats_tx);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let (loop_stop_tx, loop_stop_rx) = oneshot::channel::<()>();
+    let saver = spawn_saver(cmd_tx.clone(), store.clone());
     let looper = tokio::spawn(lp.run(cmd_rx, ev_tx, async move {
         let _ = loop_stop_rx.await;
     }));
 
     let blocks_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let names = Arc::new(std::sync::RwLock::new(EdgeNames::default()));
     let metrics_task = match opts.metrics {
         Some(addr) => {
-            let (s, c, b) = (stats_rx.clone(), counters.clone(), blocks_gauge.clone());
-            let render: metrics::Render = Arc::new(move || render_agent(&s, &c, &b));
+            let (s, c, b, n) = (
+                stats_rx.clone(),
+                counters.clone(),
+                blocks_gauge.clone(),
+                names.clone(),
+            );
+            let render: metrics::Render = Arc::new(move || render_agent(&s, &c, &b, &n));
             Some(
                 metrics::serve(addr, render, stopped())
                     .await
@@ -572,6 +659,7 @@ pub async fn run_agent(
         devices: BTreeMap::new(),
         counters,
         blocks_gauge,
+        names,
     };
     d.converge().await;
     let keep: Vec<String> = d.devices.values().map(|p| p.name.clone()).collect();
@@ -588,10 +676,13 @@ pub async fn run_agent(
     tracing::info!(ports = d.devices.len(), "agent ready");
 
     let mut looper = looper;
+    // Set when the loop ended on its own (its handle must not be polled again).
+    let mut loop_ended = false;
     let result = loop {
         tokio::select! {
             () = &mut stop => break Ok(()),
             r = &mut looper => {
+                loop_ended = true;
                 break match r {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(DaemonError::Io { what: "the packet loop".into(), source: e }),
@@ -614,14 +705,58 @@ pub async fn run_agent(
     };
     let _ = loop_stop_tx.send(());
     watcher.abort();
-    if !looper.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut looper).await;
+    saver.abort();
+    if !loop_ended {
+        // The loop gives itself back when stopped: its NAT table is saved a last time.
+        if let Ok(Ok(Ok(lp))) = tokio::time::timeout(Duration::from_secs(1), &mut looper).await {
+            let nodes = lp.agent().export_nat(lp.now());
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.save_final(&nodes)).await;
+            tracing::info!(path = %store.path().display(), "NAT state saved");
+        }
     }
     if let Some(m) = metrics_task {
         m.abort();
     }
     tracing::info!("agent stopped (devices kept for the next start)");
     result
+}
+
+/// Imports the NAT table a previous agent saved, before the loop reads any device.
+async fn restore_nat(lp: &mut AgentLoop, store: &Arc<nat_state::Store>) {
+    let s = store.clone();
+    let saved = tokio::task::spawn_blocking(move || s.load())
+        .await
+        .unwrap_or_default();
+    if saved.is_empty() {
+        return;
+    }
+    let now = lp.now();
+    let r = lp.agent_mut().import_nat(&saved, now);
+    tracing::info!(path = %store.path().display(), flows = r.flows, skipped = r.skipped,
+        "NAT state restored");
+}
+
+/// Saves the NAT table every [`SAVE_EVERY`], asking the loop for it between packets.
+fn spawn_saver(
+    commands: mpsc::Sender<Command>,
+    store: Arc<nat_state::Store>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SAVE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::ExportNat(tx)).await.is_err() {
+                return;
+            }
+            let Ok(nodes) = rx.await else { return };
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.save(&nodes)).await;
+        }
+    })
 }
 
 impl Daemon {
@@ -642,5 +777,48 @@ impl Daemon {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_choices_are_labelled_with_the_managers_ids() {
+        let mut names = EdgeNames::default();
+        names.pools.insert(1, "pool-0123456789ab".into());
+        names.edges.insert(
+            desired::member_id("edge-aaaaaaaaaaaa"),
+            "edge-aaaaaaaaaaaa".into(),
+        );
+        let e1 = desired::member_id("edge-aaaaaaaaaaaa");
+        let mut t = Text::default();
+        edge_choices(&mut t, &[(1, e1, 7), (1, 42, 3), (9, e1, 0)], &names);
+        let text = t.finish();
+        for want in [
+            "# TYPE canopy_agent_edge_choices_total counter\n",
+            "canopy_agent_edge_choices_total{pool=\"pool-0123456789ab\",edge=\"edge-aaaaaaaaaaaa\"} 7\n",
+            "canopy_agent_edge_choices_total{pool=\"pool-0123456789ab\",edge=\"42\"} 3\n",
+            "canopy_agent_edge_choices_total{pool=\"9\",edge=\"edge-aaaaaaaaaaaa\"} 0\n",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn default_state_dir_is_per_host_and_stays_under_run_canopy() {
+        assert_eq!(
+            default_state_dir("host-0123456789ab"),
+            PathBuf::from("/run/canopy/agent-host-0123456789ab")
+        );
+        assert_eq!(
+            default_state_dir("../x/y"),
+            PathBuf::from("/run/canopy/agent-.._x_y")
+        );
+        assert_eq!(
+            default_state_dir(".."),
+            PathBuf::from("/run/canopy/agent-..")
+        );
     }
 }

@@ -806,6 +806,22 @@ impl Catalog {
                 .iter()
                 .filter_map(|r| r.parse().ok())
                 .collect();
+            // Agents send an anycast pool's traffic to its anycast locator; every member
+            // accepts it there as well as at its own.
+            if pool.mode == "anycast" {
+                match pool.anycast_locator.as_deref().map(str::parse::<Locator>) {
+                    Some(Ok(l)) => {
+                        set.changes
+                            .insert(EdgeKey::Anycast, EdgeChange::Anycast(Some(l)));
+                        set.anycast = Some(l);
+                    }
+                    _ => tracing::warn!(
+                        pool = pool.id,
+                        anycast_locator = ?pool.anycast_locator,
+                        "anycast pool without a valid anycast locator; its edges accept only their own"
+                    ),
+                }
+            }
         }
         let owner = |node_id: &str| -> Option<Owner> {
             let node = self.nodes.get(node_id)?;
@@ -929,6 +945,7 @@ pub struct AgentConfigSet {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EdgeKey {
+    Anycast,
     Block(Ipv4Addr, u16),
     Eip(Ipv4Addr),
 }
@@ -939,6 +956,8 @@ pub struct EdgeConfigSet {
     pub changes: BTreeMap<EdgeKey, EdgeChange>,
     pub public_ranges: Vec<Ipv4Cidr>,
     pub elastic_ips: Vec<Ipv4Addr>,
+    /// The pool's anycast locator (anycast mode), to route into the substrate device.
+    pub anycast: Option<Locator>,
 }
 
 /// The change that undoes what `c` set (`None`: nothing to undo, e.g. a subnet, which
@@ -1006,6 +1025,7 @@ pub fn undo_edge(c: &EdgeChange) -> Option<EdgeChange> {
         EdgeChange::Block { block, .. } => EdgeChange::RemoveBlock { block: *block },
         EdgeChange::ElasticIp { public, .. } => EdgeChange::RemoveElasticIp { public: *public },
         EdgeChange::Acl(Some(_)) => EdgeChange::Acl(None),
+        EdgeChange::Anycast(Some(_)) => EdgeChange::Anycast(None),
         _ => return None,
     })
 }
@@ -1136,5 +1156,41 @@ mod tests {
         // Unreadable objects are ignored, not fatal.
         c.ingest(&ev("node", serde_json::json!({"id": "node-1"})));
         assert!(c.nodes.is_empty());
+    }
+
+    #[test]
+    fn edges_of_an_anycast_pool_accept_its_anycast_locator() {
+        let mut c = Catalog::default();
+        let ev = |kind: &str, object: Value| WatchEvent::Upsert {
+            kind: kind.into(),
+            object,
+        };
+        let pool = |mode: &str| {
+            serde_json::json!({"id": "pool-1", "mode": mode, "nat": true,
+                "anycast_locator": "fd63:6e73:0:ff00::/72",
+                "public_ranges": ["203.0.113.0/28"]})
+        };
+        c.ingest(&WatchEvent::Snapshot { revision: 1 });
+        c.ingest(&ev("edge_pool", pool("anycast")));
+        c.ingest(&ev(
+            "edge",
+            serde_json::json!({"id": "edge-1", "pool_id": "pool-1", "name": "e1",
+                "locator": "fd63:6e73:0:e100::/72", "weight": 1, "state": "active"}),
+        ));
+        c.ingest(&WatchEvent::Synced { revision: 1 });
+        let any: Locator = "fd63:6e73:0:ff00::/72".parse().unwrap();
+        let cfg = c.edge_config("edge-1");
+        assert_eq!(cfg.anycast, Some(any));
+        assert_eq!(
+            cfg.changes.get(&EdgeKey::Anycast),
+            Some(&EdgeChange::Anycast(Some(any)))
+        );
+        // Back to direct mode: the change goes, and undoing it removes the locator.
+        c.ingest(&ev("edge_pool", pool("direct")));
+        let direct = c.edge_config("edge-1");
+        assert_eq!(direct.anycast, None);
+        let d = diff(&cfg.changes, &direct.changes);
+        let undone: Vec<EdgeChange> = d.removed.iter().filter_map(|(_, c)| undo_edge(c)).collect();
+        assert_eq!(undone, vec![EdgeChange::Anycast(None)]);
     }
 }

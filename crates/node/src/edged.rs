@@ -1,6 +1,7 @@
 //! `canopy edge`: one edge of a pool. Two TUN devices: the substrate (IPv6, its locator
-//! /72 routed into it) and the outside (IPv4, the pool's public ranges and its elastic IPs
-//! routed into it), the stateless edge pipeline ([`Edge`]) between them, the owners of
+//! /72 routed into it, and its pool's anycast locator when the pool is in anycast mode)
+//! and the outside (IPv4, the pool's public ranges and its elastic IPs routed into it),
+//! the stateless edge pipeline ([`Edge`]) between them, the owners of
 //! port blocks and elastic IPs from the manager's watch stream, load reports to the
 //! manager every few seconds, and metrics.
 //!
@@ -18,6 +19,7 @@ use std::time::Duration;
 use dataplane::agent::HEADROOM;
 use dataplane::edge::{Edge, EdgeChange, EdgeStats, EdgeVerdict, LoadReport};
 use dataplane::{Instant, PacketBuf};
+use model::Locator;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use wire::virtio::VirtioNetHdr;
@@ -278,6 +280,31 @@ fn route_outside(dev: &str, cfg: &EdgeConfigSet, had: &[String]) -> Vec<String> 
     want
 }
 
+/// Routes the pool's anycast locator (anycast mode) into the substrate device, as a real
+/// edge carries the address the load balancer or ECMP router in front of its pool sends
+/// to; removes the route when the pool has none any more. Returns the route now in place.
+fn route_anycast(dev: &str, want: Option<Locator>, had: Option<Locator>) -> Option<Locator> {
+    if want == had {
+        return had;
+    }
+    if let Some(old) = had {
+        if let Err(e) = netns::ip(&["-6", "route", "del", &old.to_string(), "dev", dev]) {
+            tracing::warn!(route = %old, error = %e, "cannot remove the anycast route");
+        }
+    }
+    let new = want?;
+    match netns::ip(&["-6", "route", "replace", &new.to_string(), "dev", dev]) {
+        Ok(_) => {
+            tracing::info!(anycast = %new, "accepting the pool's anycast locator");
+            Some(new)
+        }
+        Err(e) => {
+            tracing::warn!(route = %new, error = %e, "cannot route the anycast locator into the substrate device");
+            None
+        }
+    }
+}
+
 /// Runs the edge until `shutdown` completes.
 pub async fn run_edge(
     opts: EdgeOptions,
@@ -359,9 +386,11 @@ pub async fn run_edge(
 
     let mut applied: BTreeMap<EdgeKey, EdgeChange> = BTreeMap::new();
     let mut routes: Vec<String> = Vec::new();
+    let mut anycast: Option<Locator> = None;
     let converge = |catalog: &Catalog,
                     applied: &mut BTreeMap<EdgeKey, EdgeChange>,
-                    routes: &mut Vec<String>|
+                    routes: &mut Vec<String>,
+                    anycast: &mut Option<Locator>|
      -> Vec<EdgeChange> {
         let cfg = catalog.edge_config(&opts.edge_id);
         let d = desired::diff(applied, &cfg.changes);
@@ -372,10 +401,11 @@ pub async fn run_edge(
             .collect();
         out.extend(d.set.into_iter().map(|(_, c)| c));
         *routes = route_outside(&opts.outside_dev, &cfg, routes);
+        *anycast = route_anycast(&opts.substrate_dev, cfg.anycast, *anycast);
         *applied = cfg.changes;
         out
     };
-    for c in converge(&catalog, &mut applied, &mut routes) {
+    for c in converge(&catalog, &mut applied, &mut routes, &mut anycast) {
         ControlCounters::inc(&counters.changes_applied);
         let _ = chg_tx.send(c).await;
     }
@@ -433,7 +463,7 @@ pub async fn run_edge(
                     }
                 }
                 if changed {
-                    for c in converge(&catalog, &mut applied, &mut routes) {
+                    for c in converge(&catalog, &mut applied, &mut routes, &mut anycast) {
                         ControlCounters::inc(&counters.changes_applied);
                         let _ = chg_tx.send(c).await;
                     }

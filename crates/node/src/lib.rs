@@ -3,7 +3,8 @@
 //! packet loop that joins the devices to the sans-IO pipeline ([`agent_loop`]); the
 //! manager client and its watch stream ([`control`]), the configuration derived from it
 //! ([`desired`]), and the daemons `canopy agent` ([`agentd`]) and `canopy edge`
-//! ([`edged`]) with their Prometheus metrics ([`metrics`]).
+//! ([`edged`]) with their Prometheus metrics ([`metrics`]), and the agent's NAT table
+//! saved across restarts ([`nat_state`]).
 //!
 //! Linux only.
 
@@ -13,5 +14,6 @@ pub mod control;
 pub mod desired;
 pub mod edged;
 pub mod metrics;
+pub mod nat_state;
 pub mod netns;
 pub mod tap;

@@ -54,6 +54,35 @@ impl Text {
         self.metric(name, "counter", help, &samples);
     }
 
+    /// One metric whose samples carry labels with arbitrary values (escaped as the text
+    /// format wants: backslash, double quote, newline).
+    pub fn labeled(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: &[(Vec<(&str, String)>, u64)],
+    ) {
+        let labels: Vec<(String, u64)> = samples
+            .iter()
+            .map(|(ls, v)| {
+                let l: Vec<String> = ls
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = v
+                            .replace('\\', "\\\\")
+                            .replace('"', "\\\"")
+                            .replace('\n', "\\n");
+                        format!("{k}=\"{v}\"")
+                    })
+                    .collect();
+                (l.join(","), *v)
+            })
+            .collect();
+        let samples: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        self.metric(name, kind, help, &samples);
+    }
+
     pub fn finish(self) -> String {
         self.0
     }
@@ -162,4 +191,27 @@ pub async fn serve(
             tracing::warn!(error = %e, "metrics server failed");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labeled_samples_are_escaped() {
+        let mut t = Text::default();
+        t.labeled(
+            "x_total",
+            "counter",
+            "Help.",
+            &[
+                (vec![("pool", "p1".into()), ("edge", "e\"1\\\n".into())], 3),
+                (vec![], 4),
+            ],
+        );
+        assert_eq!(
+            t.finish(),
+            "# HELP x_total Help.\n# TYPE x_total counter\nx_total{pool=\"p1\",edge=\"e\\\"1\\\\\\n\"} 3\nx_total 4\n"
+        );
+    }
 }

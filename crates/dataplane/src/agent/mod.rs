@@ -29,8 +29,10 @@ mod tests;
 use crate::buf::PacketBuf;
 use crate::conntrack::{Conntrack, Flow, Packet as CtPacket, Timeouts};
 use crate::drops::{DropCounters, DropReason};
-use crate::nat::{FlowId, NatError, NatTimeouts, PortBlock, SourceNat};
-use crate::pool::{FlowKey, Member, MemberState, Pool, PoolConfig, PoolMode, Selection};
+use crate::nat::{FlowId, ImportReport, NatError, NatTimeouts, PortBlock, SavedNode, SourceNat};
+use crate::pool::{
+    FlowKey, Member, MemberState, Pool, PoolConfig, PoolCounters, PoolMode, Selection,
+};
 use crate::ports::FlowPorts;
 use crate::probe;
 use crate::rules::{
@@ -487,6 +489,40 @@ impl Agent {
 
     pub fn stats(&self) -> &AgentStats {
         &self.stats
+    }
+
+    /// For every pool and member: how many flows this agent sent to that member (see
+    /// [`Pool::member_choices`]), as `(pool id, member id, flows)`.
+    pub fn edge_choices(&self) -> impl Iterator<Item = (u32, u32, u64)> + '_ {
+        self.pools
+            .iter()
+            .flat_map(|(&pool, p)| p.member_choices().map(move |(m, n)| (pool, m, n)))
+    }
+
+    /// A pool's own counters (selections, pins, moves, ...), if the pool exists.
+    pub fn pool_counters(&self, pool: u32) -> Option<&PoolCounters> {
+        self.pools.get(&pool).map(Pool::counters)
+    }
+
+    /// The NAT table as plain data (the port blocks and bound flows of the nodes attached
+    /// here), for the daemon to save so that a restarted agent keeps its flows' public
+    /// ports (see [`SourceNat::export`]). A node no longer attached is left out, so state
+    /// restored for a node deleted meanwhile is not carried on. Allocates; call it off
+    /// the packet path.
+    pub fn export_nat(&self, now: Instant) -> Vec<SavedNode> {
+        let attached: HashSet<(NetworkId, Ipv4Addr)> =
+            self.ports.values().map(|n| (n.network, n.vip)).collect();
+        let mut saved = self.nat.export(now);
+        saved.retain(|n| attached.contains(&(n.network, n.vip)));
+        saved
+    }
+
+    /// Binds the flows a previous agent saved again (see [`SourceNat::import`]): call it
+    /// before packets flow, with the time of the new clock. The manager's port blocks,
+    /// applied before or after, stay the authority.
+    pub fn import_nat(&mut self, saved: &[SavedNode], now: Instant) -> ImportReport {
+        self.now = self.now.max(now);
+        self.nat.import(saved, now)
     }
 
     /// The translator's own counters (translated packets, translation drops).
@@ -1422,7 +1458,7 @@ impl Agent {
                 proto,
                 port: ports.src,
                 remote: dst,
-                remote_port: ports.dst,
+                remote_port: nat_remote_port(proto, ports.dst),
             };
             let public = match self.nat.outbound(node.network, node.vip, flow, now) {
                 Ok(p) => p,
@@ -1569,9 +1605,10 @@ impl Agent {
             let (Some(public), Some(remote_port)) = (q.src_port, q.dst_port) else {
                 return Err(DropReason::NatNoFlow);
             };
+            let remote = (q.dst, nat_remote_port(q.proto, remote_port));
             let own = self
                 .nat
-                .inbound(network, vip, q.proto, public, (q.dst, remote_port), now)
+                .inbound(network, vip, q.proto, public, remote, now)
                 .ok_or(DropReason::NatNoFlow)?;
             return crate::quote::rewrite_quote(ip, None, Some(own));
         }
@@ -1584,15 +1621,29 @@ impl Agent {
         );
         let ports = FlowPorts::of(proto, &ip[hl..], first).ok_or(DropReason::NatNoFlow)?;
         // Inbound, the public port is the destination and the remote the source.
+        let remote = (src, nat_remote_port(proto, ports.src));
         let own = self
             .nat
-            .inbound(network, vip, proto, ports.dst, (src, ports.src), now)
+            .inbound(network, vip, proto, ports.dst, remote, now)
             .ok_or(DropReason::NatNoFlow)?;
         if ports.rewrite_dst(&mut ip[hl..], own, partial) {
             Ok(())
         } else {
             Err(DropReason::NatNoFlow)
         }
+    }
+}
+
+/// The remote port a NAT flow is told apart by: TCP's and UDP's, or none for an ICMP
+/// echo. An echo's one identifier serves as both ports, but it is the node's: the NAT
+/// rewrites it on the way out, so the reply carries the public identifier, not the one
+/// the flow was bound with; the flow is matched on the remote address alone (RFC 5508,
+/// section 3.1).
+fn nat_remote_port(proto: u8, port: u16) -> u16 {
+    if proto == IpProtocol::ICMP.0 {
+        0
+    } else {
+        port
     }
 }
 

@@ -2196,3 +2196,251 @@ fn a_held_packet_with_a_partial_checksum_is_completed_before_it_waits() {
     assert_eq!(verdict, Verdict::ToPort(b.port));
     assert!(tcp_of(&frame[14..]).4, "a full, valid TCP checksum arrives");
 }
+
+// ---- ping to the internet ------------------------------------------------------------------
+
+/// An echo request from `vm` to `to` with identifier `id`, sent to the router.
+fn ping_id(vm: &Vm, to: Ipv4Addr, id: u16) -> Vec<u8> {
+    eth(
+        router(),
+        vm.mac,
+        EtherType::IPV4,
+        &ipv4(vm.vip, to, IpProtocol::ICMP, 64, true, &echo(id, 56)),
+    )
+}
+
+/// What a host on the internet answers to the echo request `out` (as it left the edge).
+fn internet_echo_reply(out: &[u8]) -> Vec<u8> {
+    let p = Ipv4Packet::new_checked(out).unwrap();
+    let mut m = p.payload().to_vec();
+    assert_eq!(m[0], 8, "an echo request");
+    m[0] = 0;
+    m[2..4].fill(0);
+    let c = checksum::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(p.dst(), p.src(), IpProtocol::ICMP, 60, false, &m)
+}
+
+/// Type, identifier, source and destination of an ICMP echo in an IPv4 packet, with both
+/// checksums checked.
+fn echo_of(ip: &[u8]) -> (u8, u16, Ipv4Addr, Ipv4Addr) {
+    let p = Ipv4Packet::new_checked(ip).unwrap();
+    assert!(p.verify_checksum());
+    let icmp = Icmpv4Packet::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum(), "ICMP checksum");
+    let l4 = p.payload();
+    (l4[0], u16::from_be_bytes([l4[4], l4[5]]), p.src(), p.dst())
+}
+
+#[test]
+fn ping_to_the_internet_through_a_port_block_and_an_elastic_ip() {
+    let mut net_ = Internet::new();
+    let (a, b) = (net_.dc.a, net_.dc.b);
+    // Identifiers outside the block (rewritten to one of its ports) and inside it (kept).
+    for id in [0x7a31, 1500] {
+        let (v, six) = from_vm(&mut net_.dc.h1, a.port, &ping_id(&a, ip(SERVER), id));
+        assert_eq!(v, Verdict::ToSubstrate);
+        let (v, out) = through_edge(net_.edge_for(&six), &six);
+        assert_eq!(v, EdgeVerdict::ToOutside);
+        let (ty, public_id, src, dst) = echo_of(&out);
+        assert_eq!((ty, src, dst), (8, ip(PUBLIC), ip(SERVER)));
+        assert!(net_.block.contains(public_id), "identifier from the block");
+        let reply = internet_echo_reply(&out);
+        for e in 0..2 {
+            let (v, six) = from_outside(&mut net_.edges[e], &reply);
+            assert_eq!(v, EdgeVerdict::ToSubstrate, "edge {e}");
+            let (v, frame) = from_substrate(&mut net_.dc.h1, &six);
+            assert_eq!(v, Verdict::ToPort(a.port), "id {id:#x} via edge {e}");
+            assert_eq!(
+                echo_of(&frame[14..]),
+                (0, id, ip(SERVER), a.vip),
+                "the node's own identifier is back"
+            );
+        }
+        // An ICMP error about the request reaches the node quoting its own identifier.
+        let (v, six) = from_outside(&mut net_.edges[1], &frag_needed_for(&out));
+        assert_eq!(v, EdgeVerdict::ToSubstrate);
+        let (v, frame) = from_substrate(&mut net_.dc.h1, &six);
+        assert_eq!(v, Verdict::ToPort(a.port));
+        let (_, _, ty, _, body) = icmp_of(&frame);
+        assert_eq!(ty, 3);
+        assert_eq!(echo_of(&body[8..]), (8, id, a.vip, ip(SERVER)));
+        // Another internet address answering on that identifier is not the flow's.
+        let mut other = reply.clone();
+        let mut p = Ipv4Packet::new_unchecked(&mut other[..]);
+        p.set_src(ip("198.51.100.99"));
+        p.fill_checksum();
+        let (v, six) = from_outside(&mut net_.edges[0], &other);
+        assert_eq!(v, EdgeVerdict::ToSubstrate);
+        assert_eq!(
+            from_substrate(&mut net_.dc.h1, &six).0,
+            Verdict::Drop(DropReason::NatNoFlow)
+        );
+    }
+
+    // Elastic IP: the identifier stays as the node chose it.
+    let (v, six) = from_vm(&mut net_.dc.h2, b.port, &ping_id(&b, ip(SERVER), 0x7a32));
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, out) = through_edge(net_.edge_for(&six), &six);
+    assert_eq!(v, EdgeVerdict::ToOutside);
+    assert_eq!(echo_of(&out), (8, 0x7a32, ip("203.0.113.50"), ip(SERVER)));
+    let (v, six) = from_outside(&mut net_.edges[1], &internet_echo_reply(&out));
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut net_.dc.h2, &six);
+    assert_eq!(v, Verdict::ToPort(b.port));
+    assert_eq!(echo_of(&frame[14..]), (0, 0x7a32, ip(SERVER), b.vip));
+}
+
+// ---- anycast pools -------------------------------------------------------------------------
+
+#[test]
+fn an_anycast_pool_carries_flows_through_whichever_edge_the_fabric_picks() {
+    let mut net_ = Internet::new();
+    let any: Locator = "fd63:6e73:0:ea::".parse().unwrap();
+    let config = PoolConfig {
+        mode: crate::pool::PoolMode::Anycast(any),
+        nat: true,
+        ..PoolConfig::default()
+    };
+    for h in [&mut net_.dc.h1, &mut net_.dc.h2] {
+        h.apply(Change::Pool {
+            id: 1,
+            config,
+            members: members([MemberState::Active; 2]),
+        });
+    }
+    let (a, b) = (net_.dc.a, net_.dc.b);
+    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, 40000, 80, 0x02));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(
+        ends(&six)[1],
+        (any, net(1), ip(SERVER)),
+        "to the anycast locator"
+    );
+
+    // An edge that does not know the pool is anycast refuses the packet.
+    assert_eq!(
+        through_edge(&mut net_.edges[0], &six).0,
+        EdgeVerdict::Drop(DropReason::WrongLocator)
+    );
+    for e in &mut net_.edges {
+        e.apply(EdgeChange::Anycast(Some(any)));
+        assert_eq!(e.anycast(), Some(any));
+    }
+    // The fabric may deliver it to either member: both carry it alike, without state.
+    let mut seen = Vec::new();
+    for e in 0..2 {
+        let (v, out) = through_edge(&mut net_.edges[e], &six);
+        assert_eq!(v, EdgeVerdict::ToOutside, "edge {e}");
+        let (src, sport, dst, dport, ok) = tcp_of(&out);
+        assert!(ok);
+        assert_eq!((src, dst, dport), (ip(PUBLIC), ip(SERVER), 80));
+        assert!(net_.block.contains(sport));
+        seen.push(sport);
+        // The answer comes back from the edge's own locator, which the agent knows as a
+        // member of a pool its network routes to.
+        let reply = tcp_seg(ip(SERVER), ip(PUBLIC), 80, sport, 0x12);
+        let (v, back) = from_outside(&mut net_.edges[e], &reply);
+        assert_eq!(v, EdgeVerdict::ToSubstrate);
+        assert_eq!(ends(&back)[0].0, edge_loc(e as u8 + 1));
+        let (v, frame) = from_substrate(&mut net_.dc.h1, &back);
+        assert_eq!(v, Verdict::ToPort(a.port), "edge {e}");
+        assert_eq!(tcp_of(&frame[14..]), (ip(SERVER), 80, a.vip, 40000, true));
+    }
+    assert_eq!(seen[0], seen[1], "one public port whichever edge");
+
+    // An elastic IP's node through the anycast locator too, and a ping.
+    let (v, six) = from_vm(&mut net_.dc.h2, b.port, &ping_id(&b, ip(SERVER), 9));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(ends(&six)[1].0, any);
+    let (v, out) = through_edge(&mut net_.edges[1], &six);
+    assert_eq!(v, EdgeVerdict::ToOutside);
+    let (v, back) = from_outside(&mut net_.edges[0], &internet_echo_reply(&out));
+    assert_eq!(v, EdgeVerdict::ToSubstrate);
+    let (v, frame) = from_substrate(&mut net_.dc.h2, &back);
+    assert_eq!(v, Verdict::ToPort(b.port));
+    assert_eq!(echo_of(&frame[14..]), (0, 9, ip(SERVER), b.vip));
+
+    // The pool leaves anycast mode: its members refuse the anycast locator again.
+    net_.edges[1].apply(EdgeChange::Anycast(None));
+    assert_eq!(
+        through_edge(&mut net_.edges[1], &six).0,
+        EdgeVerdict::Drop(DropReason::WrongLocator)
+    );
+}
+
+// ---- restart: the NAT table saved by one agent and taken up by the next ------------------
+
+#[test]
+fn nated_flows_survive_an_agent_restart_through_export_and_import() {
+    let mut old = Internet::new();
+    let a = old.dc.a;
+    let sports = [40000u16, 40001, 1500];
+    let mut publics = Vec::new();
+    for sport in sports {
+        let (v, six) = from_vm(&mut old.dc.h1, a.port, &to_internet(&a, sport, 80, 0x02));
+        assert_eq!(v, Verdict::ToSubstrate);
+        let (_, out) = through_edge(old.edge_for(&six), &six);
+        publics.push(tcp_of(&out).1);
+    }
+    let saved = old.dc.h1.export_nat(T0);
+
+    // The restarted agent: the same configuration from the manager, an empty NAT table.
+    let mut new = Internet::new();
+    let answer = |port| tcp_seg(ip(SERVER), ip(PUBLIC), 80, port, 0x10);
+    let (_, six) = from_outside(&mut new.edges[0], &answer(publics[0]));
+    assert_eq!(
+        from_substrate(&mut new.dc.h1, &six).0,
+        Verdict::Drop(DropReason::NatNoFlow),
+        "without the saved table the answer finds no flow"
+    );
+    let r = new.dc.h1.import_nat(&saved, T0);
+    assert_eq!((r.flows, r.skipped), (3, 0));
+    for (&sport, &public) in sports.iter().zip(&publics) {
+        // The server's answers reach the VM with its own port, through either edge ...
+        for e in 0..2 {
+            let (_, six) = from_outside(&mut new.edges[e], &answer(public));
+            let (v, frame) = from_substrate(&mut new.dc.h1, &six);
+            assert_eq!(v, Verdict::ToPort(a.port), "port {sport}, edge {e}");
+            assert_eq!(tcp_of(&frame[14..]), (ip(SERVER), 80, a.vip, sport, true));
+        }
+        // ... and the flow's next segment leaves with the public port it had.
+        let (v, six) = from_vm(&mut new.dc.h1, a.port, &to_internet(&a, sport, 80, 0x10));
+        assert_eq!(v, Verdict::ToSubstrate);
+        let (_, out) = through_edge(new.edge_for(&six), &six);
+        assert_eq!(tcp_of(&out).1, public, "port {sport} keeps its public port");
+    }
+    // A new flow gets a port of its own.
+    let (_, six) = from_vm(&mut new.dc.h1, a.port, &to_internet(&a, 40002, 80, 0x02));
+    let (_, out) = through_edge(new.edge_for(&six), &six);
+    assert!(!publics.contains(&tcp_of(&out).1));
+    assert_eq!(new.dc.h1.export_nat(T0)[0].flows.len(), 4);
+    // A node that is not attached (deleted while no agent ran) is not saved again.
+    new.dc.h1.apply(Change::DetachNode(a.port));
+    assert!(new.dc.h1.export_nat(T0).is_empty());
+}
+
+#[test]
+fn edge_choices_count_the_flows_sent_to_each_member() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    assert!(net_.dc.h1.edge_choices().all(|(_, _, n)| n == 0));
+    let mut sent = [0u64; 2];
+    for sport in 40000..40040u16 {
+        for flags in [0x02, 0x10] {
+            let (v, six) = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, sport, 80, flags));
+            assert_eq!(v, Verdict::ToSubstrate);
+            if flags == 0x02 {
+                let to = model::SubstrateAddr::decode(six[24..40].try_into().unwrap()).locator;
+                sent[usize::from(to == edge_loc(2))] += 1;
+            }
+        }
+    }
+    let mut got: Vec<(u32, u32, u64)> = net_.dc.h1.edge_choices().collect();
+    got.sort();
+    assert_eq!(got, vec![(1, 1, sent[0]), (1, 2, sent[1])]);
+    assert!(sent[0] > 0 && sent[1] > 0, "{sent:?}");
+    let c = net_.dc.h1.pool_counters(1).unwrap();
+    assert_eq!(c.new_pins, 40);
+    assert!(net_.dc.h1.pool_counters(2).is_none());
+}
