@@ -2,18 +2,21 @@
 //! `canopy edge` processes in network namespaces, unmodified clients in the VMs (busybox
 //! udhcpc and arping, iputils ping, iperf3, tcpdump), and the internet namespace's servers.
 //!
-//! One lab serves every check of this file (building one takes seconds): two hosts, two
-//! tenants on the same 10.0.0.0/16, a pool of two edges in direct mode. Each check runs on
+//! One lab serves every check of `lab_end_to_end` (building one takes seconds): two hosts,
+//! two tenants on the same 10.0.0.0/16, a pool of two edges in direct mode; `lab_anycast`
+//! builds the same with the pool in anycast mode. Each check runs on
 //! its own (a failure is reported and the next check still runs); the test fails if any
 //! did. The lab is removed by its guard, also on panic.
 //!
 //! Checks, in order: DHCP lease; ping (gateway, same host, across hosts); iperf3 TCP and
 //! UDP; ARP for an unknown address; TTL expiry at the gateway; tenant isolation (captures);
-//! HTTP to the internet with the public address and port block; path MTU; a spoofed
+//! HTTP to the internet with the public address and port block; ping to the internet
+//! through NAT; path MTU; a spoofed
 //! substrate packet; an elastic IP behind a security group; a network ACL; 200 long-lived
 //! flows while an edge is added, one drained and one killed; an agent restart under
-//! VM-to-VM flows; the manager killed. Checks that fail today for reasons outside the lab
-//! are in `e2e_lab_pending.rs`.
+//! VM-to-VM flows; two peered networks and an unpeered one (VMs added to the running lab);
+//! the manager killed. In anycast mode: flows through the pool, all of one VM's on one
+//! edge (the fabric hashes substrate addresses only); ping to the internet.
 //!
 //! Without root it prints `SKIPPED`; with `CI` set, a missing tool fails it.
 
@@ -225,6 +228,25 @@ fn http_internet(lab: &mut Lab) {
     }
 }
 
+/// ICMP echo to the internet through the pool's NAT: the agent gives the echo identifier a
+/// port of the node's block on the way out and takes it back on the reply.
+fn ping_internet(lab: &mut Lab) {
+    let h1 = lab.state.hosts[0].netns.clone();
+    let before = metric(&h1, "canopy_agent_drops_total{reason=\"nat_no_flow\"}");
+    let (ok, log) = sh(
+        lab,
+        "a1",
+        "ping",
+        &["-c", "3", "-i", "0.3", "-W", "2", "203.0.113.10"],
+    );
+    let after = metric(&h1, "canopy_agent_drops_total{reason=\"nat_no_flow\"}");
+    assert!(
+        ok && log.contains("3 received"),
+        "ping 203.0.113.10 (agent nat_no_flow drops {before} -> {after}): {log}"
+    );
+    println!("  a1: ping 203.0.113.10 through NAT: 3/3");
+}
+
 /// 200 long-lived flows from the six VMs; an edge added, one drained, one killed with
 /// SIGKILL (and withdrawn by the routers): none may fail or pause longer than the bound.
 fn flows_through_changes(lab: &mut Lab) {
@@ -383,6 +405,66 @@ fn agent_restart(lab: &mut Lab) {
         results.iter().all(|r| r.round_trips > 10),
         "flows stalled: {results:?}"
     );
+}
+
+/// Flows from h1's VMs to the internet (through the pool's NAT) while h1's agent is
+/// stopped by `signal` and started again: they pause, none resets or stalls. The NAT
+/// table, which only the agent holds, comes back from its state directory: saved on
+/// SIGTERM, and every 2 s, which is what is left after a SIGKILL (the flows are older).
+fn agent_restart_internet(lab: &mut Lab, signal: i32) {
+    let nss: Vec<String> = ["a1", "a2"]
+        .iter()
+        .map(|v| lab.state.vm(v).unwrap().netns.clone())
+        .collect();
+    let f = Flows::start(&nss, 10, lab::echo_server(), Duration::from_millis(100));
+    // Longer than the agent's save interval (2 s), for the SIGKILL case.
+    std::thread::sleep(Duration::from_secs(3));
+    // The agent counts the flows it sent to each edge, labelled with the edges' ids.
+    let h1 = lab.state.hosts[0].netns.clone();
+    let text =
+        flows::http_get(&h1, "127.0.0.1:9460".parse().unwrap(), "/metrics").expect("metrics");
+    let choices: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("canopy_agent_edge_choices_total{"))
+        .collect();
+    let total: u64 = choices
+        .iter()
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(total >= 20, "edge choices {total} < 20 flows: {choices:?}");
+    assert!(
+        choices.iter().all(|l| lab
+            .state
+            .edges
+            .iter()
+            .any(|e| l.contains(&format!("edge=\"{}\"", e.id)))),
+        "{choices:?}"
+    );
+    lab.signal("agent-h1", signal)
+        .expect("stop the agent of h1");
+    lab.restart_agent("h1").expect("restart the agent of h1");
+    std::thread::sleep(Duration::from_secs(4));
+    let results = f.stop();
+    println!("  {}; before: {choices:?}", flows::summarize(&results));
+    let failed: Vec<_> = results.iter().filter(|r| r.error.is_some()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} flows failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        results.iter().all(|r| r.round_trips > 30),
+        "flows stalled: {results:?}"
+    );
+}
+
+fn agent_term_internet(lab: &mut Lab) {
+    agent_restart_internet(lab, lab::SIGTERM);
+}
+
+fn agent_kill_internet(lab: &mut Lab) {
+    agent_restart_internet(lab, lab::SIGKILL);
 }
 
 /// `locator | network id | IPv4`.
@@ -681,6 +763,176 @@ fn acl_egress_deny(lab: &mut Lab) {
     );
 }
 
+/// Something [`peering`] made, undone at its end in reverse order.
+enum Made {
+    /// An API object (its path), deleted by tenant t1.
+    Object(String),
+    /// A VM added to the lab.
+    Vm(&'static str),
+}
+
+/// Two networks of t1 peered: its 10.0.0.0/16 and a second, 10.1.0.0/16 with p1 on h2,
+/// routes both ways; a third, 10.2.0.0/16 with q1 on h1, peered with neither. a1 (h1) and
+/// p1 (h2) ping each other across hosts, a3 and p1 on one host; q1 reaches neither and
+/// they see none of its packets (nor it theirs). h1 has no node of the second network:
+/// its agent routes to p1 and takes p1's answers through what the manager sends it
+/// because of the peering. Security groups let 10.0.0.0/8 in everywhere, so that only the
+/// peering decides. Everything made here is removed at the end, also after a failure.
+fn peering(lab: &mut Lab) {
+    let mut made = Vec::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        peering_steps(lab, &mut made)
+    }));
+    let api = lab.tenant_api("t1").unwrap();
+    let mut undone = Vec::new();
+    for m in made.into_iter().rev() {
+        let res = match &m {
+            Made::Object(path) => api.delete(path).map(drop),
+            Made::Vm(name) => lab.remove_vm(name),
+        };
+        if let Err(e) = res {
+            undone.push(e.to_string());
+        }
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+    assert!(undone.is_empty(), "cleanup: {undone:?}");
+}
+
+fn peering_steps(lab: &mut Lab, made: &mut Vec<Made>) {
+    let t1 = lab
+        .state
+        .tenants
+        .iter()
+        .find(|t| t.name == "t1")
+        .unwrap()
+        .clone();
+    let api = lab.tenant_api("t1").unwrap();
+    let id = |v: serde_json::Value| v["id"].as_str().unwrap().to_owned();
+    let open = serde_json::json!([{"direction": "ingress", "protocol": "any", "remote_cidr": "10.0.0.0/8"}]);
+    // The second and third networks, each with a subnet and an open security group.
+    let mut nets = Vec::new();
+    for (name, cidr, subnet) in [
+        ("peer-b", "10.1.0.0/16", "10.1.0.0/24"),
+        ("lone-c", "10.2.0.0/16", "10.2.0.0/24"),
+    ] {
+        let net = id(api
+            .post(
+                "/v1/networks",
+                serde_json::json!({"name": name, "cidr": cidr}),
+            )
+            .expect("create a network"));
+        made.push(Made::Object(format!("/v1/networks/{net}")));
+        let sub = id(api
+            .post(
+                "/v1/subnets",
+                serde_json::json!({"network_id": net, "name": "sub", "cidr": subnet}),
+            )
+            .expect("create a subnet"));
+        made.push(Made::Object(format!("/v1/subnets/{sub}")));
+        nets.push((net, sub));
+    }
+    let mut groups = Vec::new();
+    for net in [&t1.network_id, &nets[0].0, &nets[1].0] {
+        let g = id(api
+            .post(
+                "/v1/security-groups",
+                serde_json::json!({"network_id": net, "name": "from-10", "rules": open}),
+            )
+            .expect("create a security group"));
+        made.push(Made::Object(format!("/v1/security-groups/{g}")));
+        groups.push(g);
+    }
+    for (name, sub, host, vip) in [
+        ("p1", &nets[0].1, "h2", Ipv4Addr::new(10, 1, 0, 10)),
+        ("q1", &nets[1].1, "h1", Ipv4Addr::new(10, 2, 0, 10)),
+    ] {
+        lab.add_vm("t1", sub, name, host, Some(vip))
+            .unwrap_or_else(|e| panic!("add VM {name}: {e}"));
+        made.push(Made::Vm(name));
+    }
+    for (vm, g) in [("a1", 0), ("a3", 0), ("p1", 1), ("q1", 2)] {
+        let node = lab.state.vm(vm).unwrap().id.clone();
+        let path = format!("/v1/nodes/{node}/security-groups");
+        api.post(&path, serde_json::json!({"group_id": groups[g]}))
+            .expect("attach the security group");
+        if g == 0 {
+            made.push(Made::Object(format!("{path}/{}", groups[g])));
+        }
+    }
+    // Inside one tenant a peering is active at once; a route each way points at it.
+    let pe = api
+        .post(
+            "/v1/peerings",
+            serde_json::json!({"network_id": t1.network_id, "peer_network_id": nets[0].0}),
+        )
+        .expect("peer the networks");
+    assert_eq!(pe["state"], "active", "{pe}");
+    let pe = id(pe);
+    made.push(Made::Object(format!("/v1/peerings/{pe}")));
+    for (net, dest) in [(&t1.network_id, "10.1.0.0/16"), (&nets[0].0, "10.0.0.0/16")] {
+        let rt = id(api
+            .post(
+                "/v1/routes",
+                serde_json::json!({"network_id": net, "destination": dest,
+                                   "target": format!("peering:{pe}")}),
+            )
+            .expect("route to the peering"));
+        made.push(Made::Object(format!("/v1/routes/{rt}")));
+    }
+    // The routes reach the agents through the manager's watch: wait for the first answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sh(lab, "a1", "ping", &["-c", "1", "-W", "1", "10.1.0.10"]).0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a1 -> p1 (10.1.0.10) never answered"
+        );
+    }
+    ping3(lab, "a1", "10.1.0.10"); // h1 -> h2
+    ping3(lab, "p1", "10.0.0.10"); // h2 -> h1
+    ping3(lab, "a3", "10.1.0.10"); // both on h2
+    ping3(lab, "p1", "10.0.0.20");
+
+    // The unpeered network: no way in or out, and no packet arrives on either side.
+    let dir = lab.state.dir.clone();
+    let [a1_ns, q1_ns, p1_ns] = ["a1", "q1", "p1"].map(|v| lab.state.vm(v).unwrap().netns.clone());
+    let caps = [
+        Capture::start(&a1_ns, "eth0", "icmp", &dir.join("peer-a1.txt")).unwrap(),
+        Capture::start(&p1_ns, "eth0", "icmp", &dir.join("peer-p1.txt")).unwrap(),
+        Capture::start(&q1_ns, "eth0", "icmp", &dir.join("peer-q1.txt")).unwrap(),
+    ];
+    let mut reached = Vec::new();
+    for (from, to) in [
+        ("q1", "10.0.0.10"),
+        ("q1", "10.1.0.10"),
+        ("a1", "10.2.0.10"),
+        ("p1", "10.2.0.10"),
+    ] {
+        let (ok, log) = sh(lab, from, "ping", &["-c", "2", "-i", "0.2", "-W", "1", to]);
+        if ok || log.contains(" 0% packet loss") {
+            reached.push(format!("{from} -> {to}: {log}"));
+        }
+    }
+    let [a1_seen, p1_seen, q1_seen] = caps.map(Capture::stop);
+    assert!(
+        reached.is_empty(),
+        "the unpeered network reached: {reached:?}"
+    );
+    let from_q1: Vec<&String> = a1_seen
+        .iter()
+        .chain(&p1_seen)
+        .filter(|l| l.contains("10.2.0.10 >"))
+        .collect();
+    assert!(from_q1.is_empty(), "q1's packets arrived: {from_q1:?}");
+    let to_q1: Vec<&String> = q1_seen
+        .iter()
+        .filter(|l| l.contains("> 10.2.0.10: ICMP echo request"))
+        .collect();
+    assert!(to_q1.is_empty(), "packets for q1 arrived: {to_q1:?}");
+    println!("  q1 (10.2.0.0/16, not peered): reached neither network, and nothing of it arrived");
+}
+
 /// The manager is killed: VMs keep talking, across hosts and to the internet.
 fn manager_killed(lab: &mut Lab) {
     lab.signal("manager", lab::SIGKILL)
@@ -711,6 +963,7 @@ fn lab_end_to_end() {
             ("TTL expiry from the gateway", ttl_expiry),
             ("two tenants on the same addresses isolated", isolation),
             ("HTTP to the internet through the pool", http_internet),
+            ("ping to the internet through NAT", ping_internet),
             (
                 "path MTU: fragmentation needed; large DF transfers through",
                 pmtu,
@@ -726,7 +979,113 @@ fn lab_end_to_end() {
                 flows_through_changes,
             ),
             ("agent restarted: VM-to-VM flows resume", agent_restart),
+            (
+                "agent restarted (SIGTERM): internet flows resume",
+                agent_term_internet,
+            ),
+            (
+                "agent killed (SIGKILL) and restarted: internet flows resume",
+                agent_kill_internet,
+            ),
+            (
+                "peered networks reach each other, an unpeered one nothing",
+                peering,
+            ),
             ("manager killed: traffic continues", manager_killed),
+        ],
+    );
+}
+
+/// Anycast pool: flows get through, and since the fabric hashes only the substrate
+/// addresses, all flows of one VM to the server take one edge (seen as SYNs per edge link,
+/// grouped by the VM's public address).
+fn anycast_spread(lab: &mut Lab) {
+    let inet = lab.state.internet_ns.clone();
+    let dir = lab.state.dir.clone();
+    let filter = format!(
+        "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn and dst port {}",
+        lab::ECHO_PORT
+    );
+    let caps: Vec<(String, Capture)> = lab
+        .state
+        .edges
+        .iter()
+        .map(|e| {
+            let c = Capture::start(
+                &inet,
+                &e.inet_link,
+                &filter,
+                &dir.join(format!("syn-{}.txt", e.name)),
+            );
+            (e.name.clone(), c.expect("capture"))
+        })
+        .collect();
+    let nss: Vec<String> = lab.state.vms.iter().map(|v| v.netns.clone()).collect();
+    let f = Flows::start(&nss, 10, lab::echo_server(), Duration::from_millis(100));
+    std::thread::sleep(Duration::from_secs(2));
+    let results = f.stop();
+    let mut edges_of: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (edge, c) in caps {
+        for line in c.stop() {
+            // "... IP 198.51.100.1.1025 > 203.0.113.10.7: Flags [S] ..."
+            let src = line
+                .split_whitespace()
+                .skip_while(|w| *w != "IP")
+                .nth(1)
+                .unwrap_or("");
+            let addr = src
+                .rsplit_once('.')
+                .map(|(a, _)| a)
+                .unwrap_or(src)
+                .to_owned();
+            edges_of.entry(addr).or_default().insert(edge.clone());
+        }
+    }
+    // A node's first flows wait for its first port block (their SYNs are dropped until it
+    // comes): the longest pause shows that, not the pool.
+    let no_block: u64 = lab
+        .state
+        .hosts
+        .iter()
+        .map(|h| {
+            metric(
+                &h.netns,
+                "canopy_agent_drops_total{reason=\"port_block_exhausted\"}",
+            )
+        })
+        .sum();
+    println!(
+        "  {}; {no_block} packets waited for a first port block; edges per public address: {edges_of:?}",
+        flows::summarize(&results)
+    );
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    assert_eq!(failed, 0, "flows failed through the anycast pool");
+    assert_eq!(edges_of.len(), lab.state.vms.len(), "{edges_of:?}");
+    assert!(edges_of.values().all(|e| e.len() == 1), "{edges_of:?}");
+}
+
+/// A second lab, its pool in anycast mode: agents send to the pool's anycast locator, the
+/// fabric's ECMP route picks the edge, each edge accepts the anycast locator besides its own
+/// and answers from its own.
+#[test]
+fn lab_anycast() {
+    if !ready() {
+        return;
+    }
+    let lab =
+        Lab::up(spec(PoolMode::Anycast), &mut |l| println!("lab: {l}")).expect("build the lab");
+    run_checks(
+        lab,
+        &[
+            (
+                "anycast pool: flows pass, one edge per VM",
+                anycast_spread as Check,
+            ),
+            (
+                "ping to the internet through the anycast pool",
+                ping_internet,
+            ),
         ],
     );
 }
