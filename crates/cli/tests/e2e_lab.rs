@@ -1042,18 +1042,12 @@ fn anycast_spread(lab: &mut Lab) {
             edges_of.entry(addr).or_default().insert(edge.clone());
         }
     }
-    // A node's first flows wait for its first port block (their SYNs are dropped until it
-    // comes): the longest pause shows that, not the pool.
+    // A node's first flows wait in its agent's hold queue for its first port block.
     let no_block: u64 = lab
         .state
         .hosts
         .iter()
-        .map(|h| {
-            metric(
-                &h.netns,
-                "canopy_agent_drops_total{reason=\"port_block_exhausted\"}",
-            )
-        })
+        .map(|h| metric(&h.netns, "canopy_agent_port_block_holds_total"))
         .sum();
     println!(
         "  {}; {no_block} packets waited for a first port block; edges per public address: {edges_of:?}",

@@ -152,9 +152,14 @@ drop_reasons! {
     ConntrackInvalid = "conntrack_invalid",
 
     // ---- NAT and edges ----
-    /// A node without a port block (the agent asks the manager for one) or whose blocks
-    /// are all in use.
+    /// A node without a free port (no block, or every port of its blocks in use) whose
+    /// packet cannot wait for a block: the hold queue, or the node's share of it, is
+    /// full, or the packet is a segmentation super-packet, too large to keep. The agent
+    /// asks the manager for a block either way.
     PortBlockExhausted = "port_block_exhausted",
+    /// Held for a port block of its node (which the agent asked the manager for) that
+    /// did not come within the hold timeout.
+    PortBlockWaitTimeout = "port_block_wait_timeout",
     /// The agent's NAT flow table is full.
     NatTableFull = "nat_table_full",
     /// A packet that matches no NAT flow: a reply to nothing, a port no block covers, or

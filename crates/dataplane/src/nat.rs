@@ -193,6 +193,14 @@ impl SourceNat {
             .is_some_and(|n| !n.blocks.is_empty())
     }
 
+    /// Ports of the node's blocks that no flow holds: while this is not zero, a new flow
+    /// of the node gets a port (unless the whole table is full).
+    pub fn free_ports(&self, network: NetworkId, vip: Ipv4Addr) -> usize {
+        self.nodes
+            .get(&(network, vip))
+            .map_or(0, |n| n.blocks.iter().map(|b| b.free).sum())
+    }
+
     /// The public port of an outbound packet of `flow`, binding one for a new flow.
     pub fn outbound(
         &mut self,

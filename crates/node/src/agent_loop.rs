@@ -232,7 +232,12 @@ impl AgentLoop {
 
     fn command(&mut self, c: Command) -> io::Result<()> {
         match c {
-            Command::Apply(change) => self.agent.apply(change),
+            Command::Apply(change) => {
+                self.agent.apply(change);
+                // A pushed mapping or port block may release held packets: at once, not
+                // on the next tick.
+                self.drain_ready(self.now());
+            }
             Command::Resolved {
                 network,
                 ip,

@@ -474,6 +474,11 @@ fn render_agent(
             ("verdict=\"held\"", s.agent.held),
         ],
     );
+    t.counter(
+        "canopy_agent_port_block_holds_total",
+        "Packets held until their node's port block came.",
+        s.agent.port_block_holds,
+    );
     t.drops(
         "canopy_agent_drops_total",
         "Packets dropped by the pipeline, by reason.",

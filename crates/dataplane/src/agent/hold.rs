@@ -1,6 +1,7 @@
-//! Packets waiting for a mapping: a fixed set of preallocated slots, so that a burst of
-//! misses costs no allocation and cannot grow memory; when the slots (or an address's
-//! share of them) are taken, the packet is dropped and counted.
+//! Packets waiting for a mapping, or for a port block of their node: a fixed set of
+//! preallocated slots, so that a burst of misses costs no allocation and cannot grow
+//! memory; when the slots (or one key's share of them) are taken, the packet is dropped
+//! and counted.
 
 use crate::time::Instant;
 use core::net::Ipv4Addr;
@@ -13,7 +14,25 @@ pub(super) enum Origin {
     Substrate,
 }
 
-type Key = (NetworkId, Ipv4Addr);
+/// What a held packet waits for. The per-key share counts each apart, so that a node
+/// waiting for its port block and an address being resolved never take each other's
+/// share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// The mapping of (network, address): the destination, or the substrate sender.
+    Mapping(NetworkId, Ipv4Addr),
+    /// A port block for the node (network, address) that sends the packet through NAT.
+    PortBlock(NetworkId, Ipv4Addr),
+    /// Nothing: the packet may go at once (a fragment the agent cut).
+    Nothing,
+}
+
+/// Held packets dropped by [`HoldQueue::expire`], by what they waited for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Expired {
+    pub mappings: usize,
+    pub port_blocks: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -25,7 +44,7 @@ enum State {
 struct Slot {
     data: Box<[u8]>,
     len: usize,
-    key: Key,
+    key: Wait,
     origin: Origin,
     since: Instant,
     state: State,
@@ -42,7 +61,7 @@ impl HoldQueue {
             .map(|_| Slot {
                 data: vec![0u8; slot_len].into_boxed_slice(),
                 len: 0,
-                key: (NetworkId::new(0).unwrap(), Ipv4Addr::UNSPECIFIED),
+                key: Wait::Nothing,
                 origin: Origin::Substrate,
                 since: Instant::ZERO,
                 state: State::Free,
@@ -51,9 +70,9 @@ impl HoldQueue {
         HoldQueue { slots, per_key }
     }
 
-    /// Keeps a copy of `bytes` until `key` is resolved; false if there is no room (no
-    /// free slot, the address has its share, or the packet is larger than a slot).
-    pub fn hold(&mut self, origin: Origin, key: Key, bytes: &[u8], now: Instant) -> bool {
+    /// Keeps a copy of `bytes` until `key` is released; false if there is no room (no
+    /// free slot, the key has its share, or the packet is larger than a slot).
+    pub fn hold(&mut self, origin: Origin, key: Wait, bytes: &[u8], now: Instant) -> bool {
         let mut same = 0;
         let mut free = None;
         for (i, s) in self.slots.iter().enumerate() {
@@ -77,13 +96,20 @@ impl HoldQueue {
         true
     }
 
-    /// The mapping for `key` is known: its packets may go.
-    pub fn release(&mut self, key: Key) {
+    /// What `key` waited for is there (the mapping, a port block): its packets may go.
+    pub fn release(&mut self, key: Wait) {
         for s in &mut self.slots {
             if s.state == State::Waiting && s.key == key {
                 s.state = State::Ready;
             }
         }
+    }
+
+    /// True if some packet still waits for `key`.
+    pub fn waiting(&self, key: Wait) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.state == State::Waiting && s.key == key)
     }
 
     /// Slots free now.
@@ -103,7 +129,7 @@ impl HoldQueue {
         };
         s.data[..bytes.len()].copy_from_slice(bytes);
         s.len = bytes.len();
-        s.key = (NetworkId::new(0).unwrap(), Ipv4Addr::UNSPECIFIED);
+        s.key = Wait::Nothing;
         s.origin = origin;
         s.since = now;
         s.state = State::Ready;
@@ -122,13 +148,17 @@ impl HoldQueue {
         Some((s.origin, s.len))
     }
 
-    /// Frees the slots of packets that waited longer than `timeout_ms`; returns how many.
-    pub fn expire(&mut self, now: Instant, timeout_ms: u64) -> usize {
-        let mut n = 0;
+    /// Frees the slots of packets that waited longer than `timeout_ms`; says how many,
+    /// by what they waited for.
+    pub fn expire(&mut self, now: Instant, timeout_ms: u64) -> Expired {
+        let mut n = Expired::default();
         for s in &mut self.slots {
             if s.state == State::Waiting && now.since(s.since) >= timeout_ms {
                 s.state = State::Free;
-                n += 1;
+                match s.key {
+                    Wait::PortBlock(..) => n.port_blocks += 1,
+                    Wait::Mapping(..) | Wait::Nothing => n.mappings += 1,
+                }
             }
         }
         n

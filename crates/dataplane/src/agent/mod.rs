@@ -12,8 +12,9 @@
 //! The daemon owns the devices and the manager connection; it feeds packets in with
 //! [`Agent::from_vm`] and [`Agent::from_substrate`], configuration with [`Agent::apply`]
 //! and [`Agent::on_resolved`], the clock with [`Agent::tick`], and drains
-//! [`Agent::poll_event`] (resolve requests for the manager) and [`Agent::take_ready`]
-//! (packets that were held for a mapping and can go now, and health probes).
+//! [`Agent::poll_event`] (resolve and port block requests for the manager) and
+//! [`Agent::take_ready`] (packets that were held for a mapping or for their node's port
+//! block and can go now, and health probes).
 //!
 //! Buffers: every packet sits in a [`PacketBuf`] with at least [`HEADROOM`] bytes in
 //! front and a buffer of at least [`MIN_BUFFER`] bytes, so that replies (DHCP, ICMP
@@ -43,7 +44,7 @@ use crate::siit::{Config as SiitConfig, EncodeMap, EncodeOpts, Translator};
 use crate::time::Instant;
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use core::net::Ipv4Addr;
-use hold::{HoldQueue, Origin};
+use hold::{HoldQueue, Origin, Wait};
 use model::{Ipv4Cidr, Locator, NetworkId};
 use std::collections::VecDeque;
 use wire::ethernet::{self, EtherType, EthernetFrame, MacAddr};
@@ -79,9 +80,11 @@ pub struct AgentConfig {
     pub mapping_ttl_ms: u64,
     /// How long before an unanswered resolve is asked again.
     pub resolve_retry_ms: u64,
-    /// How long a packet waits for its mapping before it is dropped.
+    /// How long a packet waits for its mapping, or for its node's port block, before it
+    /// is dropped.
     pub hold_timeout_ms: u64,
-    /// How many packets may wait for mappings at once, and how many per address.
+    /// How many packets may wait at once, and how many per address (a destination being
+    /// resolved, or a node waiting for a port block).
     pub hold_capacity: usize,
     pub hold_per_address: usize,
     /// Most NAT flows tracked at once, over all nodes.
@@ -259,7 +262,8 @@ pub enum Verdict {
     /// An Ethernet frame back out of the port it came from (ARP, DHCP, ICMP from the
     /// gateway).
     Reply,
-    /// Kept until its mapping is known; [`Agent::take_ready`] hands it back.
+    /// Kept until its mapping is known, or until its node has a port block;
+    /// [`Agent::take_ready`] hands it back.
     Held,
     /// Handled, nothing to send (a DHCP release, say).
     Consumed,
@@ -272,7 +276,9 @@ pub enum Event {
     /// Ask the manager where `(network, ip)` lives, and call [`Agent::on_resolved`].
     Resolve { network: NetworkId, ip: Ipv4Addr },
     /// A node's port blocks are used up (or it has none): ask the manager for another
-    /// and push it with [`Change::PortBlocks`].
+    /// and push it with [`Change::PortBlocks`]. Its packets wait meanwhile (up to the
+    /// hold timeout); asked once per node, and again every `resolve_retry_ms` while
+    /// packets wait.
     NeedPortBlock { network: NetworkId, vip: Ipv4Addr },
 }
 
@@ -284,6 +290,8 @@ pub struct AgentStats {
     pub to_substrate: u64,
     pub replies: u64,
     pub held: u64,
+    /// Of the held packets, those that waited for their node's port block.
+    pub port_block_holds: u64,
     pub arp_replies: u64,
     pub dhcp_offers: u64,
     pub dhcp_acks: u64,
@@ -418,7 +426,8 @@ pub struct Agent {
     edge_locators: HashMap<Locator, Vec<u32>>,
     nat: SourceNat,
     eips: HashSet<(NetworkId, Ipv4Addr)>,
-    /// Nodes for which a port block was asked, and when.
+    /// Nodes for which a port block was asked, and when: outstanding until the node has
+    /// a free port again.
     asked_blocks: HashMap<(NetworkId, Ipv4Addr), Instant>,
     events: VecDeque<Event>,
     hold: HoldQueue,
@@ -584,6 +593,7 @@ impl Agent {
                 self.firewalls.remove(&port);
                 if let Some(old) = self.ports.remove(&port) {
                     self.unset_local(old.network, old.vip);
+                    self.asked_blocks.remove(&(old.network, old.vip));
                 }
             }
             Change::Mapping {
@@ -601,7 +611,7 @@ impl Agent {
                     },
                 );
                 self.asked.remove(&(network, vip));
-                self.hold.release((network, vip));
+                self.hold.release(Wait::Mapping(network, vip));
             }
             Change::Pool {
                 id,
@@ -636,7 +646,7 @@ impl Agent {
                 blocks,
             } => {
                 self.nat.set_blocks(network, vip, &blocks);
-                self.asked_blocks.remove(&(network, vip));
+                self.release_port_block_waits(network, vip);
             }
             Change::SecurityGroups { port, groups } => {
                 // Rules the manager validated compile; if some did not, the node keeps
@@ -684,6 +694,9 @@ impl Agent {
             } => {
                 if public.is_some() {
                     self.eips.insert((network, vip));
+                    // Its packets leave with the elastic IP: no block needed.
+                    self.asked_blocks.remove(&(network, vip));
+                    self.hold.release(Wait::PortBlock(network, vip));
                 } else {
                     self.eips.remove(&(network, vip));
                 }
@@ -714,7 +727,7 @@ impl Agent {
             );
         }
         self.asked.remove(&key);
-        self.hold.release(key);
+        self.hold.release(Wait::Mapping(network, ip));
     }
 
     /// The next thing the daemon must do for the agent.
@@ -722,8 +735,8 @@ impl Agent {
         self.events.pop_front()
     }
 
-    /// Copies the next held packet whose mapping has arrived into `out` and says where it
-    /// came from; the daemon feeds it to [`from_vm`](Self::from_vm) or
+    /// Copies the next held packet whose mapping (or port block) has arrived into `out`
+    /// and says where it came from; the daemon feeds it to [`from_vm`](Self::from_vm) or
     /// [`from_substrate`](Self::from_substrate) again.
     ///
     /// Health probes come out here too, as packets from the substrate: fed back, they
@@ -752,7 +765,8 @@ impl Agent {
         None
     }
 
-    /// Advances time: packets held too long are dropped, unanswered resolves asked again.
+    /// Advances time: packets held too long are dropped, unanswered resolves and port
+    /// block requests asked again.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
         if self.cfg.probe_interval_ms > 0 && now >= self.next_probe {
@@ -767,9 +781,14 @@ impl Agent {
             p.expire(now);
         }
         let expired = self.hold.expire(now, self.cfg.hold_timeout_ms);
-        for _ in 0..expired {
+        for _ in 0..expired.mappings {
             self.stats.drops.inc(DropReason::HoldTimeout);
         }
+        for _ in 0..expired.port_blocks {
+            self.stats.drops.inc(DropReason::PortBlockWaitTimeout);
+        }
+        // After the timeouts: a block is asked again only for packets that still wait.
+        self.port_block_waits(now);
         let retry = self.cfg.resolve_retry_ms;
         let mut again = Vec::new();
         for (k, at) in self.asked.iter_mut() {
@@ -973,7 +992,8 @@ impl Agent {
                 return Verdict::Drop(DropReason::NoSuchNode);
             }
             Lookup::Unknown => {
-                return self.hold_packet(Origin::Vm(port), (dst_net, dst), pkt, vnet, now);
+                let wait = Wait::Mapping(dst_net, dst);
+                return self.hold_packet(Origin::Vm(port), wait, pkt, vnet, now);
             }
         };
         if !routed && dst_mac != dst_node_mac {
@@ -1096,8 +1116,8 @@ impl Agent {
                     }
                 }
                 Lookup::Unknown => {
-                    let key = (src.network, src.vip);
-                    return self.hold_packet(Origin::Substrate, key, pkt, vnet, now);
+                    let wait = Wait::Mapping(src.network, src.vip);
+                    return self.hold_packet(Origin::Substrate, wait, pkt, vnet, now);
                 }
                 _ => return Verdict::Drop(DropReason::SpoofedSource),
             }
@@ -1258,27 +1278,32 @@ impl Agent {
         }
     }
 
-    /// Keeps a packet until `key` is resolved. A held packet comes back without its
-    /// `virtio_net_hdr`, so a partial checksum is completed now; a segmentation
+    /// Keeps a packet until what it waits for is there. A held packet comes back without
+    /// its `virtio_net_hdr`, so a partial checksum is completed now; a segmentation
     /// super-packet cannot wait (it does not fit a slot) and is dropped, the sender
-    /// retransmits once the mapping is there.
+    /// retransmits once the mapping (or block) is there. A packet that cannot wait is
+    /// counted as `hold_queue_full` for a mapping, `port_block_exhausted` for a block.
     fn hold_packet(
         &mut self,
         origin: Origin,
-        key: (NetworkId, Ipv4Addr),
+        wait: Wait,
         pkt: &mut PacketBuf<'_>,
         vnet: Option<&mut VirtioNetHdr>,
         now: Instant,
     ) -> Verdict {
+        let full = match wait {
+            Wait::PortBlock(..) => DropReason::PortBlockExhausted,
+            Wait::Mapping(..) | Wait::Nothing => DropReason::HoldQueueFull,
+        };
         if let Some(v) = vnet {
             if v.is_gso() || (v.needs_csum() && !complete_checksum(pkt.as_mut_slice(), v)) {
-                return Verdict::Drop(DropReason::HoldQueueFull);
+                return Verdict::Drop(full);
             }
         }
-        if self.hold.hold(origin, key, pkt.as_slice(), now) {
+        if self.hold.hold(origin, wait, pkt.as_slice(), now) {
             Verdict::Held
         } else {
-            Verdict::Drop(DropReason::HoldQueueFull)
+            Verdict::Drop(full)
         }
     }
 
@@ -1464,8 +1489,15 @@ impl Agent {
                 Ok(p) => p,
                 Err(NatError::TableFull) => return Verdict::Drop(DropReason::NatTableFull),
                 Err(NatError::NoBlock | NatError::Exhausted) => {
+                    // The packet waits for the block, unchanged (its port not rewritten
+                    // yet), and comes back through `take_ready` as from the VM.
                     self.ask_block(node.network, node.vip, now);
-                    return Verdict::Drop(DropReason::PortBlockExhausted);
+                    let wait = Wait::PortBlock(node.network, node.vip);
+                    let v = self.hold_packet(Origin::Vm(node.port), wait, pkt, vnet, now);
+                    if v == Verdict::Held {
+                        self.stats.port_block_holds += 1;
+                    }
+                    return v;
                 }
             };
             if !ports.rewrite_src(&mut pkt.as_mut_slice()[at..], public, partial) {
@@ -1577,6 +1609,9 @@ impl Agent {
         Ok(())
     }
 
+    /// Asks the manager for a port block for the node, unless asked less than
+    /// `resolve_retry_ms` ago: one outstanding request per node, however many of its
+    /// packets wait.
     fn ask_block(&mut self, network: NetworkId, vip: Ipv4Addr, now: Instant) {
         let due = self
             .asked_blocks
@@ -1584,10 +1619,55 @@ impl Agent {
             .is_none_or(|at| now.since(*at) >= self.cfg.resolve_retry_ms);
         if due {
             self.asked_blocks.insert((network, vip), now);
-            if self.events.len() == self.events.capacity() {
-                self.events.pop_front();
+            self.push_block_event(Event::NeedPortBlock { network, vip });
+        }
+    }
+
+    /// Queues a port block request; bounded as [`push_event`](Self::push_event), and not
+    /// counted as a resolve.
+    fn push_block_event(&mut self, e: Event) {
+        if self.events.len() == self.events.capacity() {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// The node's blocks changed: if it has a free port now, its request is answered and
+    /// the packets that waited for a block may go. Otherwise they wait on, and the
+    /// request stays outstanding (asked again by `tick`).
+    fn release_port_block_waits(&mut self, network: NetworkId, vip: Ipv4Addr) {
+        if self.nat.free_ports(network, vip) > 0 {
+            self.asked_blocks.remove(&(network, vip));
+            self.hold.release(Wait::PortBlock(network, vip));
+        }
+    }
+
+    /// On every tick, for each node with a port block request outstanding: a node that
+    /// has a free port again (flows of its expired, say) lets its packets go; one whose
+    /// packets still wait asks again once `resolve_retry_ms` has passed since the last
+    /// request. A request with nothing waiting is not repeated: the node's next packet
+    /// asks when it is due.
+    fn port_block_waits(&mut self, now: Instant) {
+        if self.asked_blocks.is_empty() {
+            return;
+        }
+        let retry = self.cfg.resolve_retry_ms;
+        let mut again = Vec::new();
+        let (nat, hold) = (&self.nat, &mut self.hold);
+        self.asked_blocks.retain(|&(network, vip), at| {
+            let wait = Wait::PortBlock(network, vip);
+            if nat.free_ports(network, vip) > 0 {
+                hold.release(wait);
+                return false;
             }
-            self.events.push_back(Event::NeedPortBlock { network, vip });
+            if hold.waiting(wait) && now.since(*at) >= retry {
+                *at = now;
+                again.push((network, vip));
+            }
+            true
+        });
+        for (network, vip) in again {
+            self.push_block_event(Event::NeedPortBlock { network, vip });
         }
     }
 

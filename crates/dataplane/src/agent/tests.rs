@@ -1673,10 +1673,8 @@ fn a_node_without_a_block_asks_for_one_and_edges_refuse_forgeries() {
         blocks: vec![],
     });
     let syn = to_internet(&a, 40000, 80, 0x02);
-    assert_eq!(
-        from_vm(&mut net_.dc.h1, a.port, &syn).0,
-        Verdict::Drop(DropReason::PortBlockExhausted)
-    );
+    // The SYN waits for the block (see `the_first_syn_waits_for_the_first_port_block`).
+    assert_eq!(from_vm(&mut net_.dc.h1, a.port, &syn).0, Verdict::Held);
     assert_eq!(
         net_.dc.h1.poll_event(),
         Some(Event::NeedPortBlock {
@@ -1689,7 +1687,10 @@ fn a_node_without_a_block_asks_for_one_and_edges_refuse_forgeries() {
         vip: a.vip,
         blocks: vec![net_.block],
     });
-    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &syn);
+    let mut buf = vec![0u8; MIN_BUFFER];
+    let (r, n) = net_.dc.h1.take_ready(&mut buf).unwrap();
+    assert_eq!((r, &buf[..n]), (Ready::FromVm(a.port), &syn[..]));
+    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &buf[..n]);
     assert_eq!(v, Verdict::ToSubstrate);
     // The same packet claiming to come from host 2: the edge knows a lives on host 1.
     let mut forged = six.clone();
@@ -2443,4 +2444,299 @@ fn edge_choices_count_the_flows_sent_to_each_member() {
     let c = net_.dc.h1.pool_counters(1).unwrap();
     assert_eq!(c.new_pins, 40);
     assert!(net_.dc.h1.pool_counters(2).is_none());
+}
+
+// ---- waiting for a port block -------------------------------------------------------------
+
+/// Takes node a's port blocks away on host 1 (the edges still know the block).
+fn without_block(net_: &mut Internet) {
+    let a = net_.dc.a;
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![],
+    });
+}
+
+/// The events the agent has queued.
+fn events(h: &mut Agent) -> Vec<Event> {
+    std::iter::from_fn(|| h.poll_event()).collect()
+}
+
+/// Feeds every ready packet from a VM back in, as the daemon does (probes are left out):
+/// the verdicts and bytes, in order.
+fn replay_vm(h: &mut Agent, now: Instant) -> Vec<(Verdict, Vec<u8>)> {
+    let mut buf = vec![0u8; MIN_BUFFER];
+    let mut out = Vec::new();
+    while let Some((r, n)) = h.take_ready(&mut buf) {
+        if let Ready::FromVm(p) = r {
+            out.push(from_vm_at(h, p, &buf[..n], now));
+        }
+    }
+    out
+}
+
+fn need_block(vm: &Vm) -> Event {
+    Event::NeedPortBlock {
+        network: vm.network,
+        vip: vm.vip,
+    }
+}
+
+#[test]
+fn the_first_syn_waits_for_the_first_port_block() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    without_block(&mut net_);
+    // Two new flows and a retransmitted SYN: all wait, one request for a block.
+    let syns = [40000, 40001, 40000].map(|sport| to_internet(&a, sport, 80, 0x02));
+    for syn in &syns {
+        assert_eq!(from_vm(&mut net_.dc.h1, a.port, syn).0, Verdict::Held);
+    }
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)], "asked once");
+    net_.dc.h1.tick(Instant::from_millis(500));
+    assert!(
+        events(&mut net_.dc.h1).is_empty(),
+        "not asked again so soon"
+    );
+    assert!(replay_vm(&mut net_.dc.h1, Instant::from_millis(500)).is_empty());
+
+    // The block arrives: the SYNs go, with ports of the block, and the answers come back.
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![net_.block],
+    });
+    let sent = replay_vm(&mut net_.dc.h1, Instant::from_millis(600));
+    assert_eq!(sent.len(), 3);
+    let mut publics = Vec::new();
+    for (v, six) in &sent {
+        assert_eq!(*v, Verdict::ToSubstrate);
+        let (v, out) = through_edge(net_.edge_for(six), six);
+        assert_eq!(v, EdgeVerdict::ToOutside);
+        let (src, sport, dst, dport, ok) = tcp_of(&out);
+        assert!(ok);
+        assert_eq!((src, dst, dport), (ip(PUBLIC), ip(SERVER), 80));
+        assert!(net_.block.contains(sport), "port {sport} from the block");
+        publics.push(sport);
+    }
+    assert_eq!(
+        publics[0], publics[2],
+        "the retransmission is the same flow"
+    );
+    assert_ne!(publics[0], publics[1]);
+    for (own, public) in [(40000, publics[0]), (40001, publics[1])] {
+        let reply = tcp_seg(ip(SERVER), ip(PUBLIC), 80, public, 0x12);
+        let (v, six) = from_outside(&mut net_.edges[1], &reply);
+        assert_eq!(v, EdgeVerdict::ToSubstrate);
+        let (v, frame) = from_substrate(&mut net_.dc.h1, &six);
+        assert_eq!(v, Verdict::ToPort(a.port));
+        assert_eq!(tcp_of(&frame[14..]), (ip(SERVER), 80, a.vip, own, true));
+    }
+    let s = net_.dc.h1.stats();
+    assert_eq!((s.held, s.port_block_holds), (3, 3));
+    assert_eq!(s.drops.total(), 0, "{:?}", s.drops);
+    // Nothing waits any more: no drop at the timeout, no request again.
+    net_.dc.h1.tick(Instant::from_millis(5000));
+    assert!(events(&mut net_.dc.h1).is_empty());
+    assert_eq!(net_.dc.h1.stats().drops.total(), 0);
+}
+
+#[test]
+fn a_packet_waiting_for_a_block_that_never_comes_is_dropped_at_the_timeout() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    without_block(&mut net_);
+    let syn = to_internet(&a, 40000, 80, 0x02);
+    assert_eq!(from_vm(&mut net_.dc.h1, a.port, &syn).0, Verdict::Held);
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    // Unanswered: asked again while the packet waits, once per retry interval.
+    net_.dc.h1.tick(Instant::from_millis(1000));
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)], "asked again");
+    net_.dc.h1.tick(Instant::from_millis(1500));
+    assert!(events(&mut net_.dc.h1).is_empty());
+    net_.dc.h1.tick(Instant::from_millis(3000));
+    let d = &net_.dc.h1.stats().drops;
+    assert_eq!(d.get(DropReason::PortBlockWaitTimeout), 1);
+    assert_eq!(d.get(DropReason::HoldTimeout), 0);
+    assert_eq!(d.get(DropReason::PortBlockExhausted), 0);
+    // Nothing waits: the request is not repeated, and a late block releases nothing.
+    net_.dc.h1.tick(Instant::from_millis(5000));
+    assert!(events(&mut net_.dc.h1).is_empty());
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![net_.block],
+    });
+    assert!(replay_vm(&mut net_.dc.h1, Instant::from_millis(5000)).is_empty());
+}
+
+#[test]
+fn waiting_for_a_block_is_bounded_per_node_and_overall() {
+    // Per node: its share of the queue (`hold_per_address`), then dropped and counted.
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    without_block(&mut net_);
+    for sport in 40000..40004 {
+        let v = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, sport, 80, 0x02)).0;
+        assert_eq!(v, Verdict::Held, "{sport}");
+    }
+    let v = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, 40004, 80, 0x02)).0;
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::PortBlockExhausted),
+        "4 per node"
+    );
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)], "asked once");
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![net_.block],
+    });
+    let sent = replay_vm(&mut net_.dc.h1, T0);
+    let sports: Vec<u16> = sent
+        .iter()
+        .map(|(v, six)| {
+            assert_eq!(*v, Verdict::ToSubstrate);
+            let (_, out) = through_edge(net_.edge_for(six), six);
+            assert!(net_.block.contains(tcp_of(&out).1));
+            u16::from_be_bytes([six[40], six[41]])
+        })
+        .collect();
+    assert_eq!(sports.len(), 4);
+
+    // Overall: packets waiting for mappings fill the queue; the node's packet, with its
+    // own share untouched, finds no slot and is dropped. A block then releases nothing
+    // else, and the mapping waits stay.
+    let mut net_ = Internet::new();
+    without_block(&mut net_);
+    let cap = net_.dc.h1.config().hold_capacity;
+    let per = net_.dc.h1.config().hold_per_address;
+    for i in 0..cap / per {
+        let to = Ipv4Addr::new(10, 0, 0, 100 + i as u8);
+        for _ in 0..per {
+            let v = from_vm(&mut net_.dc.h1, a.port, &ping(&a, to, router(), 64)).0;
+            assert_eq!(v, Verdict::Held);
+        }
+    }
+    let syn = to_internet(&a, 40000, 80, 0x02);
+    assert_eq!(
+        from_vm(&mut net_.dc.h1, a.port, &syn).0,
+        Verdict::Drop(DropReason::PortBlockExhausted)
+    );
+    let asked = events(&mut net_.dc.h1);
+    assert_eq!(asked.iter().filter(|e| **e == need_block(&a)).count(), 1);
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![net_.block],
+    });
+    assert!(replay_vm(&mut net_.dc.h1, T0).is_empty());
+    assert_eq!(
+        from_vm(&mut net_.dc.h1, a.port, &syn).0,
+        Verdict::ToSubstrate,
+        "with a block, no need to wait"
+    );
+    let d = &net_.dc.h1.stats().drops;
+    assert_eq!(
+        (
+            d.get(DropReason::PortBlockExhausted),
+            d.get(DropReason::HoldQueueFull)
+        ),
+        (1, 0)
+    );
+}
+
+#[test]
+fn a_node_whose_blocks_are_used_up_waits_for_another_or_for_a_port_to_free() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    // One port only (within the block the edges know).
+    let one = PortBlock {
+        public: ip(PUBLIC),
+        first: 1024,
+        last: 1024,
+    };
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![one],
+    });
+    let (v, six) = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, 40000, 80, 0x02));
+    assert_eq!(v, Verdict::ToSubstrate);
+    assert_eq!(tcp_of(&through_edge(net_.edge_for(&six), &six).1).1, 1024);
+    let second = to_internet(&a, 40001, 80, 0x02);
+    assert_eq!(from_vm(&mut net_.dc.h1, a.port, &second).0, Verdict::Held);
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    // A push that adds no free port (the same block again) releases nothing.
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![one],
+    });
+    assert!(replay_vm(&mut net_.dc.h1, T0).is_empty());
+    // A second block: the waiting SYN goes with one of its ports.
+    let more = PortBlock {
+        public: ip(PUBLIC),
+        first: 1025,
+        last: 2047,
+    };
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![one, more],
+    });
+    let sent = replay_vm(&mut net_.dc.h1, T0);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Verdict::ToSubstrate);
+    let six = &sent[0].1;
+    let (_, out) = through_edge(net_.edge_for(six), six);
+    assert!(more.contains(tcp_of(&out).1));
+
+    // Used up again; then the first flow idles out and its port frees: the waiting SYN
+    // takes it, without a new block.
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![one],
+    });
+    let tcp_idle = crate::nat::NatTimeouts::default().tcp;
+    let late = Instant::from_millis(tcp_idle - 1000);
+    let third = to_internet(&a, 40002, 80, 0x02);
+    assert_eq!(
+        from_vm_at(&mut net_.dc.h1, a.port, &third, late).0,
+        Verdict::Held
+    );
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    let at = Instant::from_millis(tcp_idle);
+    net_.dc.h1.tick(at);
+    let sent = replay_vm(&mut net_.dc.h1, at);
+    assert_eq!(sent.len(), 1);
+    let six = &sent[0].1;
+    assert_eq!(sent[0].0, Verdict::ToSubstrate);
+    assert_eq!(tcp_of(&through_edge(net_.edge_for(six), six).1).1, 1024);
+    assert_eq!(net_.dc.h1.stats().drops.total(), 0);
+}
+
+#[test]
+fn an_elastic_ip_releases_packets_waiting_for_a_block() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    without_block(&mut net_);
+    let syn = to_internet(&a, 40000, 80, 0x02);
+    assert_eq!(from_vm(&mut net_.dc.h1, a.port, &syn).0, Verdict::Held);
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    net_.dc.h1.apply(Change::ElasticIp {
+        network: net(1),
+        vip: a.vip,
+        public: Some(ip("203.0.113.51")),
+    });
+    let sent = replay_vm(&mut net_.dc.h1, T0);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, Verdict::ToSubstrate);
+    // The node's own port, untranslated (the edges map the whole address).
+    assert_eq!(u16::from_be_bytes([sent[0].1[40], sent[0].1[41]]), 40000);
+    // Nothing waits any more, so nothing is asked again.
+    net_.dc.h1.tick(Instant::from_millis(2000));
+    assert!(events(&mut net_.dc.h1).is_empty());
 }
