@@ -16,6 +16,11 @@
 //! any flow in either direction. Unsolicited traffic to an address or port nobody owns is
 //! dropped and counted.
 //!
+//! Both directions take the `virtio_net_hdr` a packet came with, if any (the edge's TUNs
+//! with checksum and TCP segmentation offloads): a TCP super-packet crosses the edge as
+//! one unit, its header adjusted to the packet's new IP version, and a partial checksum
+//! (`NEEDS_CSUM`: the field holds the pseudo-header sum) is moved with the address swap.
+//!
 //! Agents probe the edge's probe address (its locator's base address, see
 //! [`probe`](crate::probe)) with ICMPv6 echo; the edge answers in place.
 
@@ -32,6 +37,7 @@ use core::net::Ipv4Addr;
 use model::{Locator, NetworkId};
 use wire::checksum;
 use wire::ipv4::Ipv4Packet;
+use wire::virtio::VirtioNetHdr;
 use wire::IpProtocol;
 
 /// A node that owns public addresses or ports, and the host it lives on.
@@ -126,8 +132,10 @@ fn ports(ip: &Ipv4Packet<&[u8]>) -> Option<(u16, u16)> {
 }
 
 /// Rewrites one IPv4 address of the packet at the start of `ip` (source if `src`), fixing
-/// the header checksum and the TCP/UDP checksum (whose pseudo-header holds it).
-fn rewrite_addr(ip: &mut [u8], src: bool, new: Ipv4Addr) {
+/// the header checksum and the TCP/UDP checksum (whose pseudo-header holds it). `partial`:
+/// the checksum is offloaded (`NEEDS_CSUM`), its field holds the pseudo-header sum, which
+/// moves with the address sums directly (and a UDP 0 there means nothing special).
+fn rewrite_addr(ip: &mut [u8], src: bool, new: Ipv4Addr, partial: bool) {
     let at = if src { 12 } else { 16 };
     let old: [u8; 4] = ip[at..at + 4].try_into().unwrap();
     let new = new.octets();
@@ -147,6 +155,10 @@ fn rewrite_addr(ip: &mut [u8], src: bool, new: Ipv4Addr) {
         return;
     }
     let c = u16::from_be_bytes([l4[at], l4[at + 1]]);
+    if partial {
+        l4[at..at + 2].copy_from_slice(&checksum::update_partial(c, o, n).to_be_bytes());
+        return;
+    }
     if at == 6 && c == 0 {
         return; // UDP without checksum stays without.
     }
@@ -291,12 +303,30 @@ impl Edge {
     /// A packet from the substrate, for the outside; or a health probe, answered in place
     /// back to the substrate.
     pub fn from_substrate(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
-        if self.is_probe(pkt.as_slice()) {
+        self.from_substrate_with_vnet(pkt, None)
+    }
+
+    /// As [`from_substrate`](Self::from_substrate), for a packet that came with a
+    /// `virtio_net_hdr` (offsets from the IPv6 packet's start): on `ToOutside` it
+    /// describes the IPv4 packet (offsets moved, TCP GSO type now IPv4), on
+    /// `ToSubstrate` (a probe's answer, complete) it is plain.
+    pub fn from_substrate_with_vnet(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+    ) -> EdgeVerdict {
+        let plain = vnet
+            .as_deref()
+            .is_none_or(|v| !v.needs_csum() && !v.is_gso());
+        if plain && self.is_probe(pkt.as_slice()) {
             crate::probe::answer(pkt.as_mut_slice());
+            if let Some(v) = vnet {
+                *v = VirtioNetHdr::default();
+            }
             self.stats.probes_answered += 1;
             return EdgeVerdict::ToSubstrate;
         }
-        let v = self.outbound(pkt);
+        let v = self.outbound(pkt, vnet);
         match v {
             EdgeVerdict::Drop(r) => self.stats.drops.inc(r),
             _ => {
@@ -316,8 +346,14 @@ impl Edge {
             && crate::probe::parse(pkt).is_some_and(|e| e.ty == crate::probe::ECHO_REQUEST)
     }
 
-    fn outbound(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
-        let d = match self.translator.decode(pkt, None) {
+    fn outbound(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+    ) -> EdgeVerdict {
+        // The translator checks the header against the packet and drops a mismatch.
+        let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
+        let d = match self.translator.decode(pkt, vnet) {
             Ok(d) => d,
             Err(r) => return EdgeVerdict::Drop(r),
         };
@@ -353,13 +389,24 @@ impl Edge {
         if !self.acl_allows(Direction::Egress, d.src.network, &ip) {
             return EdgeVerdict::Drop(DropReason::AclDenied);
         }
-        rewrite_addr(pkt.as_mut_slice(), true, public);
+        rewrite_addr(pkt.as_mut_slice(), true, public, partial);
         EdgeVerdict::ToOutside
     }
 
     /// An IPv4 packet from the outside, for a node.
     pub fn from_outside(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
-        let v = self.inbound(pkt);
+        self.from_outside_with_vnet(pkt, None)
+    }
+
+    /// As [`from_outside`](Self::from_outside), for a packet that came with a
+    /// `virtio_net_hdr` (offsets from the IPv4 packet's start): on `ToSubstrate` it
+    /// describes the IPv6 packet (offsets moved, TCP GSO type now IPv6).
+    pub fn from_outside_with_vnet(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+    ) -> EdgeVerdict {
+        let v = self.inbound(pkt, vnet);
         match v {
             EdgeVerdict::Drop(r) => self.stats.drops.inc(r),
             _ => {
@@ -370,7 +417,7 @@ impl Edge {
         v
     }
 
-    fn inbound(&mut self, pkt: &mut PacketBuf<'_>) -> EdgeVerdict {
+    fn inbound(&mut self, pkt: &mut PacketBuf<'_>, vnet: Option<&mut VirtioNetHdr>) -> EdgeVerdict {
         let ip = match Ipv4Packet::new_checked(pkt.as_slice()) {
             Ok(ip) => ip,
             Err(_) if pkt.as_slice().first().is_some_and(|b| b >> 4 != 4) => {
@@ -393,8 +440,17 @@ impl Edge {
             return EdgeVerdict::Drop(DropReason::AclDenied);
         }
         let len = ip.total_len() as usize;
+        let offloaded = vnet
+            .as_deref()
+            .is_some_and(|v| v.needs_csum() || v.is_gso());
+        if offloaded && quoted.is_some() {
+            // ICMP carries no offload; the translator would drop it after the rewrite.
+            return EdgeVerdict::Drop(DropReason::OffloadMismatch);
+        }
+        // Checked against the packet by the translator below (a mismatch is dropped).
+        let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
         pkt.truncate(len);
-        rewrite_addr(pkt.as_mut_slice(), false, owner.vip);
+        rewrite_addr(pkt.as_mut_slice(), false, owner.vip, partial);
         if quoted.is_some() {
             if let Err(r) = crate::quote::rewrite_quote(pkt.as_mut_slice(), Some(owner.vip), None) {
                 return EdgeVerdict::Drop(r);
@@ -405,9 +461,228 @@ impl Edge {
             src: self.locator,
             dst: owner.host,
         };
-        match self.translator.encode(&map, pkt, None) {
+        match self.translator.encode(&map, pkt, vnet) {
             Ok(()) => EdgeVerdict::ToSubstrate,
             Err(r) => EdgeVerdict::Drop(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The edge with offloads: TCP super-packets with a partial checksum, both ways,
+    //! checked as the kernel would finish and cut them.
+    use super::*;
+    use crate::siit::HEADROOM;
+    use model::substrate;
+    use wire::virtio;
+
+    const HOST: &str = "fd63:6e73:0:1::";
+    const EDGE: &str = "fd63:6e73:0:3::";
+    const VIP: [u8; 4] = [10, 0, 0, 2];
+    const EIP: [u8; 4] = [203, 0, 113, 10];
+    const PEER: [u8; 4] = [198, 51, 100, 10];
+
+    fn net() -> NetworkId {
+        NetworkId::new(7).unwrap()
+    }
+
+    fn loc(s: &str) -> Locator {
+        s.parse().unwrap()
+    }
+
+    fn edge() -> Edge {
+        let mut e = Edge::new(loc(EDGE));
+        e.apply(EdgeChange::ElasticIp {
+            public: EIP.into(),
+            owner: Owner {
+                network: net(),
+                vip: VIP.into(),
+                host: loc(HOST),
+            },
+        });
+        e
+    }
+
+    /// A TCP segment header (20 bytes, ACK|PSH) and `len` bytes of data, checksum field 0.
+    fn segment(sport: u16, dport: u16, len: usize) -> Vec<u8> {
+        let mut t = Vec::with_capacity(20 + len);
+        t.extend_from_slice(&sport.to_be_bytes());
+        t.extend_from_slice(&dport.to_be_bytes());
+        t.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        t.extend_from_slice(&0x0a0b_0c0du32.to_be_bytes());
+        t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        t.extend((0..len).map(|i| (i * 7) as u8));
+        t
+    }
+
+    /// Runs `f` on `pkt` placed after the headroom; returns the verdict and the packet.
+    fn run(
+        pkt: &[u8],
+        f: impl FnOnce(&mut PacketBuf<'_>) -> EdgeVerdict,
+    ) -> (EdgeVerdict, Vec<u8>) {
+        let mut buf = vec![0u8; HEADROOM + pkt.len() + 64];
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
+        let mut p = PacketBuf::new(&mut buf, HEADROOM, HEADROOM + pkt.len());
+        let v = f(&mut p);
+        let r = p.range();
+        (v, buf[r].to_vec())
+    }
+
+    /// Finishes the partial checksum at `v`'s offsets as the device would (sum from
+    /// `csum_start` to the end, field included, inverted), then checks the whole segment
+    /// against `pseudo` (the full pseudo-header sum of the packet as it now is).
+    fn finished_ok(pkt: &[u8], v: &VirtioNetHdr, pseudo: u16) -> bool {
+        let mut l4 = pkt[v.csum_start as usize..].to_vec();
+        let c = checksum::finish(checksum::sum(&l4));
+        let at = v.csum_offset as usize;
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        checksum::finish(checksum::add(pseudo, checksum::sum(&l4))) == 0
+    }
+
+    /// The super-packet a VM's agent sends towards the internet: IPv6 to the edge's
+    /// locator, partial checksum, GSO TCPV6.
+    fn outbound_super_packet(len: usize) -> (Vec<u8>, VirtioNetHdr) {
+        let src = substrate::encode(&loc(HOST), net(), VIP);
+        let dst = substrate::encode(&loc(EDGE), net(), PEER);
+        let mut l4 = segment(40000, 5201, len);
+        let partial = checksum::pseudo_v6(&src, &dst, 6, l4.len() as u32);
+        l4[16..18].copy_from_slice(&partial.to_be_bytes());
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src);
+        p[24..40].copy_from_slice(&dst);
+        p.extend_from_slice(&l4);
+        let v = VirtioNetHdr {
+            flags: virtio::FLAG_NEEDS_CSUM,
+            gso_type: virtio::GSO_TCPV6,
+            hdr_len: 60,
+            gso_size: 1428,
+            csum_start: 40,
+            csum_offset: 16,
+        };
+        (p, v)
+    }
+
+    #[test]
+    fn gso_super_packet_goes_out_with_its_header_and_partial_checksum() {
+        let mut e = edge();
+        let (six, vnet) = outbound_super_packet(60_000);
+        let mut v = vnet;
+        let (verdict, four) = run(&six, |p| e.from_substrate_with_vnet(p, Some(&mut v)));
+        assert_eq!(verdict, EdgeVerdict::ToOutside);
+        assert_eq!(
+            v,
+            VirtioNetHdr {
+                gso_type: virtio::GSO_TCPV4,
+                hdr_len: 40,
+                csum_start: 20,
+                ..vnet
+            }
+        );
+        let ip = Ipv4Packet::new_checked(&four[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_bytes(), ip.dst_bytes()), (EIP, PEER));
+        assert_eq!(ip.total_len() as usize, four.len());
+        assert_eq!(four.len(), 20 + 20 + 60_000);
+        let pseudo = checksum::pseudo_v4(EIP, PEER, 6, (four.len() - 20) as u16);
+        assert!(finished_ok(&four, &v, pseudo));
+        // The field is the pseudo-header sum, not a finished checksum.
+        assert_eq!(u16::from_be_bytes([four[36], four[37]]), pseudo);
+        assert_eq!(e.stats().outbound_packets, 1);
+    }
+
+    #[test]
+    fn gso_super_packet_comes_in_with_its_header_and_partial_checksum() {
+        let mut e = edge();
+        let mut l4 = segment(5201, 40000, 30_000);
+        let partial = checksum::pseudo_v4(PEER, EIP, 6, l4.len() as u16);
+        l4[16..18].copy_from_slice(&partial.to_be_bytes());
+        let total = (20 + l4.len()) as u16;
+        let mut four = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 63, 6, 0, 0];
+        four[2..4].copy_from_slice(&total.to_be_bytes());
+        four.extend_from_slice(&PEER);
+        four.extend_from_slice(&EIP);
+        let c = checksum::checksum(&four);
+        four[10..12].copy_from_slice(&c.to_be_bytes());
+        four.extend_from_slice(&l4);
+        let vnet = VirtioNetHdr {
+            flags: virtio::FLAG_NEEDS_CSUM,
+            gso_type: virtio::GSO_TCPV4 | virtio::GSO_ECN,
+            hdr_len: 40,
+            gso_size: 1448,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut v = vnet;
+        let (verdict, six) = run(&four, |p| e.from_outside_with_vnet(p, Some(&mut v)));
+        assert_eq!(verdict, EdgeVerdict::ToSubstrate);
+        assert_eq!(
+            v,
+            VirtioNetHdr {
+                gso_type: virtio::GSO_TCPV6 | virtio::GSO_ECN,
+                hdr_len: 60,
+                csum_start: 40,
+                ..vnet
+            }
+        );
+        let src: [u8; 16] = six[8..24].try_into().unwrap();
+        let dst: [u8; 16] = six[24..40].try_into().unwrap();
+        assert_eq!(src, substrate::encode(&loc(EDGE), net(), PEER));
+        assert_eq!(dst, substrate::encode(&loc(HOST), net(), VIP));
+        assert_eq!(six.len(), 40 + l4.len());
+        let pseudo = checksum::pseudo_v6(&src, &dst, 6, l4.len() as u32);
+        assert!(finished_ok(&six, &v, pseudo));
+        assert_eq!(u16::from_be_bytes([six[56], six[57]]), pseudo);
+        assert_eq!(e.stats().inbound_packets, 1);
+    }
+
+    #[test]
+    fn without_offload_the_checksum_stays_complete() {
+        let mut e = edge();
+        let (mut six, _) = outbound_super_packet(1000);
+        let src: [u8; 16] = six[8..24].try_into().unwrap();
+        let dst: [u8; 16] = six[24..40].try_into().unwrap();
+        six[56..58].fill(0);
+        let pseudo = checksum::pseudo_v6(&src, &dst, 6, (six.len() - 40) as u32);
+        let c = checksum::finish(checksum::add(pseudo, checksum::sum(&six[40..])));
+        six[56..58].copy_from_slice(&c.to_be_bytes());
+        let mut v = VirtioNetHdr::default();
+        let (verdict, four) = run(&six, |p| e.from_substrate_with_vnet(p, Some(&mut v)));
+        assert_eq!(verdict, EdgeVerdict::ToOutside);
+        assert_eq!(v, VirtioNetHdr::default());
+        let pseudo = checksum::pseudo_v4(EIP, PEER, 6, (four.len() - 20) as u16);
+        assert_eq!(
+            checksum::finish(checksum::add(pseudo, checksum::sum(&four[20..]))),
+            0
+        );
+    }
+
+    #[test]
+    fn offload_headers_that_do_not_fit_the_packet_are_dropped() {
+        let mut e = edge();
+        let (six, vnet) = outbound_super_packet(3000);
+        let mut v = VirtioNetHdr {
+            csum_start: 20,
+            ..vnet
+        };
+        let (verdict, _) = run(&six, |p| e.from_substrate_with_vnet(p, Some(&mut v)));
+        assert_eq!(verdict, EdgeVerdict::Drop(DropReason::OffloadMismatch));
+        // A probe with an offload header is no probe (and ICMPv6 takes no offload).
+        let mut probe = [0u8; crate::probe::LEN];
+        crate::probe::request(&mut probe, &loc(HOST), &loc(EDGE), 1, 1, 0);
+        let mut v = vnet;
+        let (verdict, _) = run(&probe, |p| e.from_substrate_with_vnet(p, Some(&mut v)));
+        assert_eq!(verdict, EdgeVerdict::Drop(DropReason::OffloadMismatch));
+        let mut v = VirtioNetHdr {
+            flags: virtio::FLAG_DATA_VALID,
+            ..VirtioNetHdr::default()
+        };
+        let (verdict, _) = run(&probe, |p| e.from_substrate_with_vnet(p, Some(&mut v)));
+        assert_eq!(verdict, EdgeVerdict::ToSubstrate);
+        assert_eq!(v, VirtioNetHdr::default());
     }
 }

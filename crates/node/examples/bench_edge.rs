@@ -3,12 +3,12 @@
 //! agents) and an "outside" TUN (IPv4 to and from the internet namespace), configured with
 //! one elastic IP instead of a manager.
 //!
-//! The edge pipeline takes no `virtio_net_hdr` offload state, so both TUNs are opened with
-//! offloads switched off: the kernel cuts TCP super-packets and completes checksums before
-//! handing packets over. A small loop of its own (the daemon's edge loop is another
-//! helper's work): wait until a device is readable, read up to [`BATCH`] packets, run each
-//! through the edge, write it where the verdict says. Stops on SIGTERM or SIGINT and prints
-//! its counters (`STATS ...`).
+//! Both TUNs are opened with checksum and TCP segmentation offloads, as the daemon's edge
+//! (`canopy edge`) opens them: a TCP super-packet crosses the edge as one unit with its
+//! `virtio_net_hdr`, which the pipeline adjusts. A small loop of its own (the daemon's edge
+//! loop is another helper's work): wait until a device is readable, read up to [`BATCH`]
+//! packets, run each through the edge, write it where the verdict says. Stops on SIGTERM
+//! or SIGINT and prints its counters (`STATS ...`).
 //!
 //! ```text
 //! ip netns exec E target/release/examples/bench_edge --substrate-tun xes --outside-tun xeo \
@@ -23,7 +23,6 @@ use model::{Locator, NetworkId};
 use node::tap::{Device, VNET_HDR_LEN};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
@@ -31,8 +30,8 @@ use wire::virtio::VirtioNetHdr;
 
 /// Most packets read from one device before the other gets a turn.
 const BATCH: usize = 64;
-/// Largest packet without offloads (the devices' MTU is far below), with room to grow.
-const MAX_PACKET: usize = 9216;
+/// Largest packet: a TCP super-packet of 64 KiB, with room to grow.
+const MAX_PACKET: usize = node::agent_loop::MAX_PACKET;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,23 +84,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// A TUN without offloads: packets arrive whole, checksums complete.
-fn plain_tun(name: &str, what: &str) -> Result<AsyncFd<Device>, String> {
+/// A TUN with offloads ([`node::tap::WANTED_OFFLOADS`], as far as the kernel allows).
+fn offload_tun(name: &str, what: &str) -> Result<AsyncFd<Device>, String> {
     let dev = Device::tun(name).map_err(|e| format!("{what} {name}: {e}"))?;
-    // SAFETY: TUNSETOFFLOAD takes its argument by value; the descriptor is open.
-    let r = unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            libc::TUNSETOFFLOAD as _,
-            0 as libc::c_ulong,
-        )
-    };
-    if r < 0 {
-        return Err(format!(
-            "{what} {name}: offloads off: {}",
-            io::Error::last_os_error()
-        ));
-    }
     // SAFETY: a `Device` owns its descriptor and closes it only when dropped.
     unsafe { AsyncFd::register(dev) }.map_err(|e| format!("{what} {name}: {}", e.into_parts().1))
 }
@@ -124,8 +109,6 @@ fn pump(
     out: &Device,
     st: &mut IoStats,
 ) -> io::Result<bool> {
-    // Packets leave whole with complete checksums: nothing to describe.
-    let plain = VirtioNetHdr::default();
     let src = if from_substrate { sub } else { out };
     for _ in 0..BATCH {
         let at = HEADROOM - VNET_HDR_LEN;
@@ -139,11 +122,16 @@ fn pump(
             continue;
         }
         st.rx += 1;
+        let Ok(mut hdr) = VirtioNetHdr::parse(&buf[at..HEADROOM]) else {
+            st.dropped += 1;
+            continue;
+        };
         let mut pkt = PacketBuf::new(buf, HEADROOM, at + n);
+        // The header comes back describing the packet as it leaves.
         let v = if from_substrate {
-            edge.from_substrate(&mut pkt)
+            edge.from_substrate_with_vnet(&mut pkt, Some(&mut hdr))
         } else {
-            edge.from_outside(&mut pkt)
+            edge.from_outside_with_vnet(&mut pkt, Some(&mut hdr))
         };
         let dev = match v {
             EdgeVerdict::ToOutside => out,
@@ -154,7 +142,7 @@ fn pump(
             }
         };
         let range = pkt.range();
-        match dev.send(&plain, &buf[range]) {
+        match dev.send(&hdr, &buf[range]) {
             Ok(_) => st.tx += 1,
             Err(_) => st.tx_errors += 1,
         }
@@ -172,13 +160,19 @@ async fn run(a: Args) -> Result<(), String> {
             host: a.host,
         },
     });
-    let sub = plain_tun(&a.substrate_tun, "--substrate-tun")?;
-    let out = plain_tun(&a.outside_tun, "--outside-tun")?;
+    let sub = offload_tun(&a.substrate_tun, "--substrate-tun")?;
+    let out = offload_tun(&a.outside_tun, "--outside-tun")?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET + dataplane::agent::MIN_BUFFER];
     let mut st = IoStats::default();
-    println!("READY {} {}", a.substrate_tun, a.outside_tun);
+    println!(
+        "READY {} {} offloads sub={:#x} out={:#x}",
+        a.substrate_tun,
+        a.outside_tun,
+        sub.get_ref().offloads(),
+        out.get_ref().offloads()
+    );
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -5,8 +5,10 @@
 //! port blocks and elastic IPs from the manager's watch stream, load reports to the
 //! manager every few seconds, and metrics.
 //!
-//! The devices are opened without offloads: the kernel hands over complete,
-//! checksummed packets, which the pipeline rewrites with incremental checksum updates.
+//! Both devices are opened with checksum and TCP segmentation offloads, as the agent's:
+//! a TCP super-packet (up to 64 KiB, partial checksum) crosses the edge as one unit with
+//! its `virtio_net_hdr`, which the pipeline adjusts, and the kernel cuts it where it
+//! leaves (the outside's next hop, or the agent's VM).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,7 +32,7 @@ use crate::control::{ManagerClient, WatchItem};
 use crate::desired::{self, Catalog, EdgeConfigSet, EdgeKey, Effect};
 use crate::metrics::{self, ControlCounters, Text};
 use crate::netns;
-use crate::tap::{Device, VNET_HDR_LEN};
+use crate::tap::{Device, VNET_HDR_LEN, WANTED_OFFLOADS};
 
 /// How `canopy edge` was asked to run.
 #[derive(Debug, Clone)]
@@ -167,7 +169,6 @@ impl EdgeLoop {
             Side::Outside => &*outside,
         };
         let mut guard = from.readable().await?;
-        let plain = VirtioNetHdr::default();
         for _ in 0..BATCH {
             let at = HEADROOM - VNET_HDR_LEN;
             let n = match guard.try_io(|d| d.get_ref().recv(&mut buf[at..HEADROOM + MAX_PACKET])) {
@@ -184,10 +185,15 @@ impl EdgeLoop {
                 continue;
             }
             stats.rx_packets += 1;
+            let Ok(mut hdr) = VirtioNetHdr::parse(&buf[at..HEADROOM]) else {
+                stats.rx_errors += 1;
+                continue;
+            };
             let mut pkt = PacketBuf::new(buf, HEADROOM, at + n);
+            // The header comes back describing the packet as it leaves.
             let v = match side {
-                Side::Substrate => edge.from_substrate(&mut pkt),
-                Side::Outside => edge.from_outside(&mut pkt),
+                Side::Substrate => edge.from_substrate_with_vnet(&mut pkt, Some(&mut hdr)),
+                Side::Outside => edge.from_outside_with_vnet(&mut pkt, Some(&mut hdr)),
             };
             let to = match v {
                 EdgeVerdict::ToOutside => outside.get_ref(),
@@ -198,7 +204,7 @@ impl EdgeLoop {
                 }
             };
             let range = pkt.range();
-            match to.send(&plain, &buf[range]) {
+            match to.send(&hdr, &buf[range]) {
                 Ok(_) => stats.tx_packets += 1,
                 Err(e) => {
                     stats.tx_errors += 1;
@@ -349,8 +355,8 @@ pub async fn run_edge(
     );
     let route = locator.to_string();
     let (sub_dev, out_dev) = tokio::task::spawn_blocking(move || {
-        let s = setup_tun(&sub, mtu, 0, &[route])?;
-        let o = setup_tun(&out, mtu - 20, 0, &[])?;
+        let s = setup_tun(&sub, mtu, WANTED_OFFLOADS, &[route])?;
+        let o = setup_tun(&out, mtu - 20, WANTED_OFFLOADS, &[])?;
         Ok::<_, DaemonError>((s, o))
     })
     .await
