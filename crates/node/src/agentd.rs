@@ -15,6 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +96,65 @@ const COMMANDS: usize = 4096;
 struct PortDev {
     fd: OwnedFd,
     name: String,
+}
+
+/// How both daemons start: the manager client, their control counters, the watch stream
+/// (its task and its events) with the first snapshot already in `catalog`, and the stop
+/// signal.
+pub(crate) struct Session {
+    pub client: ManagerClient,
+    pub counters: Arc<ControlCounters>,
+    pub events: mpsc::Receiver<WatchItem>,
+    pub watcher: tokio::task::JoinHandle<()>,
+    pub catalog: Catalog,
+    stop: watch::Receiver<bool>,
+}
+
+impl Session {
+    /// Connects, starts the watch stream and waits for the first snapshot. `None` when
+    /// `shutdown` completes first.
+    pub(crate) async fn start(
+        manager: &str,
+        token: &str,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Option<Session>, DaemonError> {
+        let client = ManagerClient::new(manager, token)?;
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let counters = Arc::new(ControlCounters::default());
+        let (wtx, mut events) = mpsc::channel(4096);
+        let watcher = tokio::spawn(crate::control::watch_loop(client.clone(), wtx));
+        let mut catalog = Catalog::default();
+        let mut stopped = Box::pin(stop_signal(stop.clone()));
+        if first_sync(&mut events, &mut catalog, &counters, &mut stopped)
+            .await
+            .is_none()
+        {
+            watcher.abort();
+            return Ok(None);
+        }
+        Ok(Some(Session {
+            client,
+            counters,
+            events,
+            watcher,
+            catalog,
+            stop,
+        }))
+    }
+
+    /// A future that completes when the daemon is told to stop (as many as needed).
+    pub(crate) fn stopped(&self) -> impl Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let stop = self.stop.clone();
+        move || Box::pin(stop_signal(stop.clone()))
+    }
+}
+
+async fn stop_signal(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Waits until the catalog has seen a complete snapshot. `None` if `shutdown` came first.
@@ -578,31 +638,19 @@ pub async fn run_agent(
     opts: AgentOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let client = ManagerClient::new(&opts.manager, &opts.token)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let counters = Arc::new(ControlCounters::default());
-    let (wtx, mut wrx) = mpsc::channel(4096);
-    let watcher = tokio::spawn(crate::control::watch_loop(client.clone(), wtx));
-
-    let mut catalog = Catalog::default();
-    let mut stop = Box::pin(stopped());
-    if first_sync(&mut wrx, &mut catalog, &counters, &mut stop)
-        .await
-        .is_none()
-    {
-        watcher.abort();
+    let Some(session) = Session::start(&opts.manager, &opts.token, shutdown).await? else {
         return Ok(());
-    }
+    };
+    let stopped = session.stopped();
+    let mut stop = stopped();
+    let Session {
+        client,
+        counters,
+        events: mut wrx,
+        watcher,
+        catalog,
+        ..
+    } = session;
     let locator = catalog.host_locator(&opts.host_id).ok_or_else(|| {
         DaemonError::Config(format!(
             "host {:?} is not known to the manager (check --host-id and that the token is this host's)",

@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use wire::virtio::VirtioNetHdr;
 
 use crate::agent_loop::{BATCH, MAX_PACKET};
-use crate::agentd::{first_sync, setup_tun, write_ready, DaemonError};
-use crate::control::{ManagerClient, WatchItem};
+use crate::agentd::{setup_tun, write_ready, DaemonError, Session};
+use crate::control::WatchItem;
 use crate::desired::{self, Catalog, EdgeConfigSet, EdgeKey, Effect};
 use crate::metrics::{self, ControlCounters, Text};
 use crate::netns;
@@ -316,30 +316,19 @@ pub async fn run_edge(
     opts: EdgeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let client = ManagerClient::new(&opts.manager, &opts.token)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let counters = Arc::new(ControlCounters::default());
-    let (wtx, mut wrx) = mpsc::channel(4096);
-    let watcher = tokio::spawn(crate::control::watch_loop(client.clone(), wtx));
-    let mut catalog = Catalog::default();
-    let mut stop = Box::pin(stopped());
-    if first_sync(&mut wrx, &mut catalog, &counters, &mut stop)
-        .await
-        .is_none()
-    {
-        watcher.abort();
+    let Some(session) = Session::start(&opts.manager, &opts.token, shutdown).await? else {
         return Ok(());
-    }
+    };
+    let stopped = session.stopped();
+    let mut stop = stopped();
+    let Session {
+        client,
+        counters,
+        events: mut wrx,
+        watcher,
+        mut catalog,
+        ..
+    } = session;
     let locator = catalog.edge_locator(&opts.edge_id).ok_or_else(|| {
         DaemonError::Config(format!(
             "edge {:?} is not known to the manager (check --edge-id and that the token is this edge's)",
