@@ -29,7 +29,7 @@ Needs root, iproute2, busybox, iperf3 and procps (sysctl).
 Examples:
   sudo canopy lab up --hosts 2 --vms-per-host 2 --edges 2
   sudo canopy lab exec vm1 -- ping -c 3 10.0.0.3
-  sudo canopy lab exec vm1 -- busybox wget -qO- http://203.0.113.10/
+  sudo canopy lab exec vm1 -- curl -s http://203.0.113.10/
   sudo canopy lab status
   sudo canopy lab down";
 
@@ -264,7 +264,7 @@ pub fn summary(st: &State) -> String {
     );
     if let Some(v) = st.vms.first() {
         s += &format!(
-            "\ntry: canopy lab exec {} -- busybox wget -qO- http://{}/\n",
+            "\ntry: canopy lab exec {} -- curl -s http://{}/\n",
             v.name,
             ::lab::SERVER_ADDR
         );
