@@ -1,6 +1,7 @@
 //! `canopy lab up|down|status|exec`: a data center of network namespaces on this machine,
 //! left running between commands (see the `lab` crate for what it is made of).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -370,9 +371,11 @@ fn exec(a: ExecArgs) -> ExitCode {
             .map_err(|e| format!("running {:?} in {}: {e}", a.command, vm.netns))
     })();
     match r {
-        Ok(status) => match status.code() {
-            Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
-            None => ExitCode::from(128 + 9),
+        // As a shell reports it: the exit code, or 128 + the signal that ended it.
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+            (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+            (None, None) => ExitCode::FAILURE,
         },
         Err(e) => {
             eprintln!("canopy lab: error: {e}");
