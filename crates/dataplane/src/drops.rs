@@ -202,6 +202,13 @@ impl DropCounters {
         self.counts[r as usize]
     }
 
+    /// Adds another set of counts (another worker's) to these.
+    pub fn merge(&mut self, o: &DropCounters) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }

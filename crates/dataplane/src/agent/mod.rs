@@ -97,6 +97,12 @@ pub struct AgentConfig {
     /// last answer, and up again at its next answer.
     pub probe_interval_ms: u64,
     pub probe_misses: u32,
+    /// This agent is worker `worker` of `workers` that share the host's ports (one per
+    /// core in the daemon): it keeps the state of the nodes on the ports
+    /// [`worker_of`] gives it, and hands packets for the others' nodes over with
+    /// [`Verdict::ToWorker`]. Every worker is given the whole configuration.
+    pub worker: u16,
+    pub workers: u16,
 }
 
 impl AgentConfig {
@@ -116,6 +122,8 @@ impl AgentConfig {
             max_connections_per_node: 16_384,
             probe_interval_ms: 500,
             probe_misses: 3,
+            worker: 0,
+            workers: 1,
         }
     }
 
@@ -124,6 +132,12 @@ impl AgentConfig {
     pub fn virtual_mtu(&self) -> u16 {
         self.substrate_mtu - 20
     }
+}
+
+/// The worker, of `workers`, that owns a port: reads and writes its device and keeps its
+/// node's connection and NAT state. The daemon and every worker's agent must agree on it.
+pub fn worker_of(port: PortId, workers: u16) -> u16 {
+    (port.0 % u32::from(workers.max(1))) as u16
 }
 
 /// A subnet of a virtual network; its gateway (`.1`) is the virtual router.
@@ -267,6 +281,11 @@ pub enum Verdict {
     Held,
     /// Handled, nothing to send (a DHCP release, say).
     Consumed,
+    /// An IPv6 packet (as for the substrate) for a node of this host that another worker
+    /// owns ([`AgentConfig::worker`]): hand it to that worker's agent, which takes it with
+    /// [`Agent::from_worker`] if it came from a VM here, or with
+    /// [`Agent::from_substrate`] if it came from the substrate.
+    ToWorker(u16),
     Drop(DropReason),
 }
 
@@ -288,6 +307,8 @@ pub struct AgentStats {
     pub drops: DropCounters,
     pub to_port: u64,
     pub to_substrate: u64,
+    /// Packets handed to another worker ([`Verdict::ToWorker`]).
+    pub to_worker: u64,
     pub replies: u64,
     pub held: u64,
     /// Of the held packets, those that waited for their node's port block.
@@ -304,6 +325,34 @@ pub struct AgentStats {
     pub probes_answered: u64,
     /// Pool members this agent has marked down for missing probes (now).
     pub members_down: u64,
+}
+
+impl AgentStats {
+    /// Adds another worker's counts to these. Workers probe on their own, so a member
+    /// down counts once: the most any worker has marked down.
+    pub fn merge(&mut self, o: &AgentStats) {
+        self.drops.merge(&o.drops);
+        for (a, b) in [
+            (&mut self.to_port, o.to_port),
+            (&mut self.to_substrate, o.to_substrate),
+            (&mut self.to_worker, o.to_worker),
+            (&mut self.replies, o.replies),
+            (&mut self.held, o.held),
+            (&mut self.port_block_holds, o.port_block_holds),
+            (&mut self.arp_replies, o.arp_replies),
+            (&mut self.dhcp_offers, o.dhcp_offers),
+            (&mut self.dhcp_acks, o.dhcp_acks),
+            (&mut self.dhcp_naks, o.dhcp_naks),
+            (&mut self.cache_hits, o.cache_hits),
+            (&mut self.cache_misses, o.cache_misses),
+            (&mut self.resolves, o.resolves),
+            (&mut self.probes_sent, o.probes_sent),
+            (&mut self.probes_answered, o.probes_answered),
+        ] {
+            *a += b;
+        }
+        self.members_down = self.members_down.max(o.members_down);
+    }
 }
 
 /// A route table: longest prefix first, so the first match is the longest.
@@ -496,6 +545,20 @@ impl Agent {
         &self.cfg
     }
 
+    /// Which worker owns the port (see [`worker_of`]).
+    fn owner(&self, port: PortId) -> u16 {
+        worker_of(port, self.cfg.workers)
+    }
+
+    fn owns(&self, port: PortId) -> bool {
+        self.owner(port) == self.cfg.worker
+    }
+
+    /// This worker's probes' echo identifier: the answers come back to it.
+    fn probe_ident(&self) -> u16 {
+        PROBE_IDENT.wrapping_add(self.cfg.worker)
+    }
+
     pub fn stats(&self) -> &AgentStats {
         &self.stats
     }
@@ -519,8 +582,14 @@ impl Agent {
     /// restored for a node deleted meanwhile is not carried on. Allocates; call it off
     /// the packet path.
     pub fn export_nat(&self, now: Instant) -> Vec<SavedNode> {
-        let attached: HashSet<(NetworkId, Ipv4Addr)> =
-            self.ports.values().map(|n| (n.network, n.vip)).collect();
+        // Every worker is given every node's saved flows on a restart, but only a node's
+        // owner keeps them up to date: only it saves them.
+        let attached: HashSet<(NetworkId, Ipv4Addr)> = self
+            .ports
+            .values()
+            .filter(|n| self.owns(n.port))
+            .map(|n| (n.network, n.vip))
+            .collect();
         let mut saved = self.nat.export(now);
         saved.retain(|n| attached.contains(&(n.network, n.vip)));
         saved
@@ -759,7 +828,8 @@ impl Agent {
             h.awaiting_send = true;
             h.awaiting_reply = true;
             let (seq, at) = (self.probe_seq, self.now.millis());
-            let n = probe::request(out, &self.cfg.locator, &l, PROBE_IDENT, seq, at);
+            let ident = self.probe_ident();
+            let n = probe::request(out, &self.cfg.locator, &l, ident, seq, at);
             return Some((Ready::FromSubstrate, n));
         }
         None
@@ -848,6 +918,7 @@ impl Agent {
         match v {
             Verdict::ToPort(_) => self.stats.to_port += 1,
             Verdict::ToSubstrate => self.stats.to_substrate += 1,
+            Verdict::ToWorker(_) => self.stats.to_worker += 1,
             Verdict::Reply => self.stats.replies += 1,
             Verdict::Held => self.stats.held += 1,
             Verdict::Consumed => {}
@@ -1004,6 +1075,19 @@ impl Agent {
             return Verdict::Drop(r);
         }
         if let Lookup::Local(p) = target {
+            let owner = self.owner(p);
+            if owner != self.cfg.worker {
+                // Another worker keeps the receiver's state: it gets the packet as if from
+                // a host of its own, and runs the receiver's side (peering, ingress) there.
+                let opts = EncodeOpts {
+                    dst_network: dst_net,
+                    routed,
+                };
+                return match self.encode_out(node.network, opts, self.cfg.locator, pkt, vnet) {
+                    Verdict::ToSubstrate => Verdict::ToWorker(owner),
+                    v => v,
+                };
+            }
             let receiver = self.ports[&p];
             if dst_net != node.network && !self.peered(&receiver, node.network, node.vip) {
                 return Verdict::Drop(DropReason::NotPeered);
@@ -1052,7 +1136,20 @@ impl Agent {
         vnet: Option<&mut VirtioNetHdr>,
         now: Instant,
     ) -> Verdict {
-        let v = self.substrate_packet(pkt, vnet, now);
+        let v = self.substrate_packet(pkt, vnet, now, false);
+        self.count(v)
+    }
+
+    /// A packet another worker of this host handed over ([`Verdict::ToWorker`]) from one
+    /// of its VMs: as [`from_substrate`](Self::from_substrate), but sent from this host's
+    /// own locator by one of its nodes, whose side (egress filter) that worker has run.
+    pub fn from_worker(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        vnet: Option<&mut VirtioNetHdr>,
+        now: Instant,
+    ) -> Verdict {
+        let v = self.substrate_packet(pkt, vnet, now, true);
         self.count(v)
     }
 
@@ -1061,6 +1158,7 @@ impl Agent {
         pkt: &mut PacketBuf<'_>,
         vnet: Option<&mut VirtioNetHdr>,
         now: Instant,
+        from_worker: bool,
     ) -> Verdict {
         // Check who sent it before translating, so that a packet held for its sender's
         // mapping is still the packet that came.
@@ -1086,6 +1184,11 @@ impl Agent {
         else {
             return Verdict::Drop(DropReason::NoSuchNode);
         };
+        let owner = self.owner(port);
+        if owner != self.cfg.worker {
+            // Untouched: the owner checks it as if it had read it.
+            return Verdict::ToWorker(owner);
+        }
         let node = self.ports[&port];
         // Edge locators are few: look the sender up there first, the network only then.
         let from_edge = self.edge_locators.get(&src.locator).is_some_and(|pools| {
@@ -1100,22 +1203,26 @@ impl Agent {
             if peer && !self.peered(&node, src.network, src.vip) {
                 return Verdict::Drop(DropReason::NotPeered);
             }
-            let sender = if src.locator == self.cfg.locator {
+            if (src.locator == self.cfg.locator) != from_worker {
                 // Only this host's own nodes use its locator, and they never send to the
-                // substrate for a local destination.
+                // substrate for a local destination (a worker hands such packets over).
                 return Verdict::Drop(DropReason::SpoofedSource);
-            } else {
-                self.lookup(src.network, src.vip, now)
+            }
+            let sender = self.lookup(src.network, src.vip, now);
+            let sender_mac = match sender {
+                Lookup::Local(p) if from_worker => Some(self.ports[&p].mac),
+                Lookup::Remote(m) if !from_worker && m.locator == src.locator => Some(m.mac),
+                _ => None,
             };
-            match sender {
-                Lookup::Remote(m) if m.locator == src.locator => {
+            match (sender_mac, sender) {
+                (Some(mac), _) => {
                     if !peer && node.subnet.cidr.contains(src.vip) {
-                        m.mac
+                        mac
                     } else {
                         self.cfg.router_mac
                     }
                 }
-                Lookup::Unknown => {
+                (None, Lookup::Unknown) => {
                     let wait = Wait::Mapping(src.network, src.vip);
                     return self.hold_packet(Origin::Substrate, wait, pkt, vnet, now);
                 }
@@ -1405,7 +1512,8 @@ impl Agent {
         let Some(e) = probe::parse(bytes) else {
             return Verdict::Drop(DropReason::UnexpectedProbe);
         };
-        let ours = e.ident == PROBE_IDENT && e.seq == self.probe_seq;
+        let ident = self.probe_ident();
+        let ours = e.ident == ident && e.seq == self.probe_seq;
         match e.ty {
             probe::ECHO_REQUEST if ours && e.src == self.cfg.locator => {
                 match self.health.get_mut(&e.dst) {
@@ -1417,7 +1525,15 @@ impl Agent {
                     _ => Verdict::Drop(DropReason::UnexpectedProbe),
                 }
             }
-            probe::ECHO_REPLY if e.dst == self.cfg.locator && e.ident == PROBE_IDENT => {
+            probe::ECHO_REPLY
+                if e.dst == self.cfg.locator
+                    && e.ident != ident
+                    && e.ident.wrapping_sub(PROBE_IDENT) < self.cfg.workers =>
+            {
+                // Another worker's probe: its answer goes back there.
+                Verdict::ToWorker(e.ident.wrapping_sub(PROBE_IDENT))
+            }
+            probe::ECHO_REPLY if e.dst == self.cfg.locator && e.ident == ident => {
                 // A late answer (an earlier round) is consumed without counting.
                 if let Some(h) = self
                     .health

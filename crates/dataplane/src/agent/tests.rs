@@ -2740,3 +2740,188 @@ fn an_elastic_ip_releases_packets_waiting_for_a_block() {
     net_.dc.h1.tick(Instant::from_millis(2000));
     assert!(events(&mut net_.dc.h1).is_empty());
 }
+
+// ---- workers: one host's ports shared by agents on several cores --------------------------
+
+/// Host 1 as worker `worker` of 2, every worker given the same configuration: a (port 1,
+/// worker 1) and d (port 2, worker 0) in 10.0.0.0/24, e (port 4, worker 0) in
+/// 10.0.1.0/24, and b on host 2. a may send anything and takes nothing new; d takes ping
+/// from the network and sends nothing new.
+fn worker(worker: u16, dc: &Dc) -> (Agent, Vm, Vm) {
+    let mut cfg = AgentConfig::new(loc(H1));
+    (cfg.worker, cfg.workers) = (worker, 2);
+    let mut h = Agent::new(cfg);
+    let (a, b, c) = (dc.a, dc.b, dc.c);
+    let d = Vm {
+        port: PortId(2),
+        vip: ip("10.0.0.9"),
+        mac: mac(9, 1),
+        ..a
+    };
+    let e = Vm {
+        port: PortId(4),
+        vip: ip("10.0.1.9"),
+        mac: mac(19, 1),
+        subnet: c.subnet,
+        ..a
+    };
+    h.apply(Change::Network {
+        id: net(1),
+        cidr: cidr("10.0.0.0/16"),
+    });
+    for s in [a.subnet, c.subnet] {
+        h.apply(Change::Subnet {
+            network: net(1),
+            subnet: s,
+        });
+    }
+    for v in [a, d, e] {
+        h.apply(Change::AttachNode(v.spec()));
+    }
+    h.apply(Change::Mapping {
+        network: net(1),
+        vip: b.vip,
+        mapping: Some(Mapping {
+            locator: loc(H2),
+            mac: b.mac,
+        }),
+    });
+    let out_only = SgRule::egress(Proto::Any, 0..=65535, Remote::Cidr(any_cidr()));
+    let ping_in = SgRule::ingress(
+        Proto::Icmp,
+        0..=255,
+        Remote::Cidr("10.0.0.0/16".parse().unwrap()),
+    );
+    h.apply(Change::SecurityGroups {
+        port: a.port,
+        groups: vec![SecurityGroup::new(1, vec![out_only])],
+    });
+    h.apply(Change::SecurityGroups {
+        port: d.port,
+        groups: vec![SecurityGroup::new(2, vec![ping_in])],
+    });
+    (h, d, e)
+}
+
+fn from_worker(h: &mut Agent, pkt: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut p = Pkt::new(pkt);
+    let v = p.run(|b| h.from_worker(b, None, T0));
+    (v, p.bytes().to_vec())
+}
+
+#[test]
+fn a_node_of_another_worker_is_reached_through_it_and_its_connections_live_there() {
+    let dc = Dc::new();
+    let a = dc.a;
+    let ((mut w0, d, e), (mut w1, ..)) = (worker(0, &dc), worker(1, &dc));
+    assert_eq!((worker_of(a.port, 2), worker_of(d.port, 2)), (1, 0));
+
+    // a's worker runs a's side and hands the packet over, from this host's locator.
+    let (v, six) = from_vm(&mut w1, a.port, &ping(&a, d.vip, d.mac, 64));
+    assert_eq!(v, Verdict::ToWorker(0));
+    let [(src_loc, ..), (dst_loc, _, dst_ip)] = ends(&six);
+    assert_eq!((src_loc, dst_loc, dst_ip), (loc(H1), loc(H1), d.vip));
+    // Read from the substrate, that packet would be a spoof.
+    assert_eq!(
+        from_substrate(&mut w0, &six).0,
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
+    let (v, frame) = from_worker(&mut w0, &six);
+    assert_eq!(v, Verdict::ToPort(d.port));
+    let eth_ = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!((eth_.dst(), eth_.src()), (d.mac, a.mac));
+    assert_eq!(Ipv4Packet::new_checked(&frame[14..]).unwrap().ttl(), 64);
+
+    // d's answer rides the connection d's worker tracked, and a's worker lets it in on
+    // the connection it tracked for a.
+    let (v, six) = from_vm(&mut w0, d.port, &echo_reply(&frame, &d));
+    assert_eq!(v, Verdict::ToWorker(1));
+    let (v, frame) = from_worker(&mut w1, &six);
+    assert_eq!(v, Verdict::ToPort(a.port));
+    assert_eq!(icmp_of(&frame).2, 0, "an echo reply");
+    // d opens nothing new towards a; a takes nothing new from d.
+    let (v, _) = from_vm(&mut w0, d.port, &ping(&d, a.vip, a.mac, 64));
+    assert_eq!(v, Verdict::Drop(DropReason::SgDenied));
+
+    // Routed to another subnet: one hop, the router's MAC, on e's worker.
+    let (v, six) = from_vm(&mut w1, a.port, &ping(&a, e.vip, router(), 64));
+    assert_eq!(v, Verdict::ToWorker(0));
+    let (v, frame) = from_worker(&mut w0, &six);
+    assert_eq!(v, Verdict::ToPort(e.port));
+    let eth_ = EthernetFrame::new_checked(&frame[..]).unwrap();
+    assert_eq!((eth_.dst(), eth_.src()), (e.mac, router()));
+    assert_eq!(Ipv4Packet::new_checked(&frame[14..]).unwrap().ttl(), 63);
+
+    // Only this host's nodes may come from a worker.
+    let mut h2 = Dc::new().h2;
+    let (_, six) = from_vm(&mut h2, dc.b.port, &ping(&dc.b, a.vip, a.mac, 64));
+    assert_eq!(
+        from_worker(&mut w1, &six).0,
+        Verdict::Drop(DropReason::SpoofedSource)
+    );
+    assert_eq!((w0.stats().to_worker, w1.stats().to_worker), (1, 2));
+}
+
+#[test]
+fn a_substrate_packet_goes_to_the_worker_that_owns_its_node_untouched() {
+    let mut dc = Dc::new();
+    let (a, b) = (dc.a, dc.b);
+    let ((mut w0, ..), (mut w1, ..)) = (worker(0, &dc), worker(1, &dc));
+    let (v, six) = from_vm(&mut dc.h2, b.port, &ping(&b, a.vip, a.mac, 64));
+    assert_eq!(v, Verdict::ToSubstrate);
+    let (v, handed) = from_substrate(&mut w0, &six);
+    assert_eq!((v, &handed), (Verdict::ToWorker(1), &six));
+    // Nothing of a's was touched on worker 0: its connection table never saw the ping.
+    assert_eq!(w0.stats().drops.total(), 0);
+    let (v, _) = from_substrate(&mut w1, &handed);
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::SgDenied),
+        "a takes nothing new"
+    );
+    // a's own ping out is tracked on worker 1, so b's answer comes in there.
+    let (_, out) = from_vm(&mut w1, a.port, &ping(&a, b.vip, b.mac, 64));
+    let (_, at_b) = from_substrate(&mut dc.h2, &out);
+    let (_, back) = from_vm(&mut dc.h2, b.port, &echo_reply(&at_b, &b));
+    assert_eq!(from_substrate(&mut w0, &back).0, Verdict::ToWorker(1));
+    assert_eq!(from_substrate(&mut w1, &back).0, Verdict::ToPort(a.port));
+}
+
+#[test]
+fn each_worker_probes_with_its_own_identifier_and_gets_its_answers_back() {
+    let dc = Dc::new();
+    let ((mut w0, ..), (mut w1, ..)) = (worker(0, &dc), worker(1, &dc));
+    let pool = |h: &mut Agent| {
+        h.apply(Change::Pool {
+            id: 7,
+            config: PoolConfig::default(),
+            members: members([MemberState::Active; 2])[..1].to_vec(),
+        });
+        h.apply(Change::Route {
+            network: net(1),
+            subnet: None,
+            cidr: Ipv4Cidr::DEFAULT,
+            target: RouteTarget::Pool(7),
+        });
+        h.tick(Instant::from_millis(500));
+        let mut buf = vec![0u8; MIN_BUFFER];
+        let (r, n) = h.take_ready(&mut buf).expect("a probe");
+        assert_eq!(r, Ready::FromSubstrate);
+        buf.truncate(n);
+        buf
+    };
+    let (p0, p1) = (pool(&mut w0), pool(&mut w1));
+    let (e0, e1) = (probe::parse(&p0).unwrap(), probe::parse(&p1).unwrap());
+    assert_ne!(e0.ident, e1.ident);
+    for (w, p) in [(&mut w0, &p0), (&mut w1, &p1)] {
+        assert_eq!(from_substrate(w, p).0, Verdict::ToSubstrate, "sent");
+    }
+    let mut r1 = p1.clone();
+    probe::answer(&mut r1);
+    assert_eq!(from_substrate(&mut w0, &r1).0, Verdict::ToWorker(1));
+    assert_eq!(from_substrate(&mut w1, &r1).0, Verdict::Consumed);
+    assert_eq!(
+        (w0.stats().probes_answered, w1.stats().probes_answered),
+        (0, 1)
+    );
+}
