@@ -60,6 +60,11 @@ pub struct AgentArgs {
     /// [default: /run/canopy/agent-<host id>]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Packet workers: threads that each read their own queue of the substrate device and
+    /// their share of the VM ports, keeping those nodes' connections and NAT flows
+    /// (0: one per core)
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub workers: u16,
 }
 
 /// Run an edge of a pool: the stateless NAT / elastic-IP pipeline between the substrate
@@ -165,6 +170,7 @@ pub fn agent(a: AgentArgs) -> ExitCode {
         substrate_mtu: a.substrate_mtu,
         ready_file: a.ready_file,
         state_dir,
+        workers: usize::from(a.workers),
     };
     run_daemon("agent", node::agentd::run_agent(opts, signalled()))
 }

@@ -85,6 +85,9 @@ struct UpArgs {
     /// How agents choose an edge
     #[arg(long, value_enum, default_value_t = Mode::Direct)]
     pool_mode: Mode,
+    /// Packet workers per agent (0: one per core)
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    workers: u16,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +201,7 @@ fn up(a: UpArgs) -> Result<(), String> {
     };
     let mut spec = Spec::simple(a.hosts, a.vms_per_host, a.edges, mode, &canopy);
     spec.detached = true;
+    spec.workers = usize::from(a.workers);
     install_interrupt_handler();
     eprintln!(
         "building a lab: {} host(s), {} VM(s) per host, {} edge(s), pool mode {}",

@@ -53,7 +53,25 @@ fn dhcp_lease(lab: &mut Lab) {
 
 fn ping_vms(lab: &mut Lab) {
     ping3(lab, "a1", "10.0.0.1"); // the gateway the agent emulates
-    ping3(lab, "a1", "10.0.0.11"); // same host
+                                  // Same host, another worker: each echo and each reply is handed over once.
+    let h1 = lab.state.hosts[0].netns.clone();
+    let handed = |dir: &str| {
+        metric(
+            &h1,
+            &format!("canopy_agent_handoffs_total{{direction=\"{dir}\"}}"),
+        )
+    };
+    assert_eq!(metric(&h1, "canopy_agent_workers"), 3);
+    let before = handed("in");
+    ping3(lab, "a1", "10.0.0.11");
+    std::thread::sleep(Duration::from_millis(300)); // the counters are copied on tick
+    let after = handed("in");
+    assert!(after >= before + 6, "handed over: {before} -> {after}");
+    assert_eq!(handed("refused"), 0);
+    println!(
+        "  a1 -> a2 (same host, two workers): {} packets handed over",
+        after - before
+    );
     ping3(lab, "a1", "10.0.0.20"); // across hosts
     ping3(lab, "a3", "10.0.0.10");
     ping3(lab, "b4", "10.0.0.10"); // the other tenant, same addresses, its own VMs

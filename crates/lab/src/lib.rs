@@ -144,6 +144,8 @@ pub struct Spec {
     pub canopy: PathBuf,
     /// Where state directories go (default [`STATE_ROOT`]).
     pub state_root: PathBuf,
+    /// Packet workers per agent (`canopy agent --workers`; 0: one per core).
+    pub workers: usize,
 }
 
 impl Spec {
@@ -181,6 +183,7 @@ impl Spec {
             detached: false,
             canopy: canopy.to_owned(),
             state_root: PathBuf::from(STATE_ROOT),
+            workers: 0,
         }
     }
 

@@ -822,6 +822,8 @@ impl Lab {
             "127.0.0.1:9460".into(),
             "--ready-file".into(),
             ready.display().to_string(),
+            "--workers".into(),
+            self.spec.workers.to_string(),
             // The NAT table survives a restart of the agent (restart_agent) through here.
             "--state-dir".into(),
             self.state

@@ -9,6 +9,12 @@
 //! path; [`Agent::tick`] runs on a timer. Configuration and resolve answers arrive as
 //! [`Command`]s; the agent's [`Event`]s (resolve requests) leave on a channel. Nothing is
 //! allocated per packet.
+//!
+//! A host runs one loop per worker ([`crate::workers`]), each with its own agent, its own
+//! queue of the substrate device and the ports [`worker_of`](dataplane::agent::worker_of)
+//! gives it. A packet for a node of another worker goes there through the
+//! [`Handoff`](crate::handoff::Handoff) ([`Verdict::ToWorker`]), and the parcels other
+//! workers hand this one are read like a device.
 
 use dataplane::agent::{
     Agent, AgentStats, Change, Event, Mapping, PortId, Ready, Verdict, HEADROOM, MIN_BUFFER,
@@ -26,6 +32,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use wire::virtio::VirtioNetHdr;
 
+use crate::handoff::{Handoff, Origin};
 use crate::tap::{Device, VNET_HDR_LEN};
 
 /// Most packets read from one device before the others get a turn.
@@ -57,6 +64,8 @@ pub enum Command {
     /// The NAT table as it is now, for saving (allocates; the daemon asks every few
     /// seconds, between packets).
     ExportNat(oneshot::Sender<Vec<SavedNode>>),
+    /// Answered once every command sent before it has been applied.
+    Sync(oneshot::Sender<()>),
 }
 
 /// Counts of the loop's own I/O.
@@ -74,6 +83,11 @@ pub struct IoStats {
     pub no_device: u64,
     /// Events dropped because the channel was full (the agent asks again on tick).
     pub events_dropped: u64,
+    /// Packets handed to another worker, taken from others, and not handed over because
+    /// the other worker was behind.
+    pub handed_out: u64,
+    pub handed_in: u64,
+    pub handoff_refused: u64,
 }
 
 struct Port {
@@ -86,6 +100,8 @@ struct Port {
 enum Source {
     Port(PortId),
     Substrate,
+    /// Another worker, which read it from one of its ports or the substrate.
+    Worker(Origin),
 }
 
 /// The devices and counters, apart from the agent and the buffer so that each can be
@@ -94,6 +110,8 @@ struct Io {
     substrate: AsyncFd<Device>,
     ports: Vec<Port>,
     index: HashMap<PortId, usize>,
+    /// The other workers, when there are some.
+    handoff: Option<Handoff>,
     stats: IoStats,
 }
 
@@ -120,12 +138,23 @@ pub struct AgentLoop {
 impl AgentLoop {
     /// Must be called inside a tokio runtime (the devices register with its reactor).
     pub fn new(agent: Agent, substrate: Device) -> io::Result<Self> {
+        Self::with_handoff(agent, substrate, None)
+    }
+
+    /// A worker's loop: `agent` is configured as that worker, `substrate` is its queue,
+    /// `handoff` its end towards the others.
+    pub fn with_handoff(
+        agent: Agent,
+        substrate: Device,
+        handoff: Option<Handoff>,
+    ) -> io::Result<Self> {
         Ok(AgentLoop {
             agent,
             io: Io {
                 substrate: register(substrate)?,
                 ports: Vec::new(),
                 index: HashMap::new(),
+                handoff,
                 stats: IoStats::default(),
             },
             buf: vec![0u8; HEADROOM + MAX_PACKET + MIN_BUFFER].into_boxed_slice(),
@@ -209,6 +238,7 @@ impl AgentLoop {
                     self.drain_ready(now);
                     self.publish_stats();
                 }
+                () = notified(io.handoff.as_ref()) => self.read_inbox(),
                 which = std::future::poll_fn(|cx| io.poll_readable(cx, first)) => {
                     let which = which?;
                     first = first.wrapping_add(1);
@@ -256,6 +286,9 @@ impl AgentLoop {
             Command::RemovePort(id) => self.remove_port(id),
             Command::ExportNat(reply) => {
                 let _ = reply.send(self.agent.export_nat(self.now()));
+            }
+            Command::Sync(reply) => {
+                let _ = reply.send(());
             }
         }
         Ok(())
@@ -318,14 +351,52 @@ impl AgentLoop {
             let mut pkt = PacketBuf::new(buf, HEADROOM, at + n);
             let v = match source {
                 Source::Port(p) => agent.from_vm(p, &mut pkt, Some(&mut hdr), now),
-                Source::Substrate => agent.from_substrate(&mut pkt, Some(&mut hdr), now),
+                Source::Substrate | Source::Worker(Origin::Substrate) => {
+                    agent.from_substrate(&mut pkt, Some(&mut hdr), now)
+                }
+                Source::Worker(Origin::Vm) => agent.from_worker(&mut pkt, Some(&mut hdr), now),
             };
             let range = pkt.range();
             emit(io.out(), &mut stats, v, source, &hdr, &buf[range]);
             drain(agent, io.out(), &mut stats, buf, now);
         }
         io.stats.add(&stats);
+        io.wake_others();
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Takes up to [`BATCH`] parcels other workers handed this one.
+    fn read_inbox(&mut self) {
+        let AgentLoop {
+            agent, io, clock, ..
+        } = self;
+        let Some(handoff) = &io.handoff else {
+            return;
+        };
+        let mut stats = IoStats::default();
+        for _ in 0..BATCH {
+            let Some(mut parcel) = handoff.recv() else {
+                break;
+            };
+            stats.handed_in += 1;
+            let now = Instant::from_millis(clock.elapsed().as_millis() as u64);
+            let mut hdr = parcel.hdr;
+            let mut pkt = PacketBuf::new(&mut parcel.buf, parcel.start, parcel.end);
+            let v = match parcel.origin {
+                Origin::Vm => agent.from_worker(&mut pkt, Some(&mut hdr), now),
+                Origin::Substrate => agent.from_substrate(&mut pkt, Some(&mut hdr), now),
+            };
+            let range = pkt.range();
+            let source = Source::Worker(parcel.origin);
+            emit(io.out(), &mut stats, v, source, &hdr, &parcel.buf[range]);
+            drain(agent, io.out(), &mut stats, &mut parcel.buf, now);
+            handoff.recycle(parcel.buf);
+        }
+        if handoff.has_mail() {
+            handoff.wake_self();
+        }
+        io.stats.add(&stats);
+        io.wake_others();
     }
 
     fn drain_ready(&mut self, now: Instant) {
@@ -338,6 +409,15 @@ impl AgentLoop {
             now,
         );
         self.io.stats.add(&stats);
+        self.io.wake_others();
+    }
+}
+
+/// Completes when other workers have handed this one packets; never without a handoff.
+async fn notified(handoff: Option<&Handoff>) {
+    match handoff {
+        Some(h) => h.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -354,6 +434,7 @@ struct Out<'a> {
     substrate: &'a AsyncFd<Device>,
     ports: &'a [Port],
     index: &'a HashMap<PortId, usize>,
+    handoff: Option<&'a Handoff>,
 }
 
 impl Io {
@@ -362,6 +443,13 @@ impl Io {
             substrate: &self.substrate,
             ports: &self.ports,
             index: &self.index,
+            handoff: self.handoff.as_ref(),
+        }
+    }
+
+    fn wake_others(&self) {
+        if let Some(h) = &self.handoff {
+            h.wake();
         }
     }
 }
@@ -386,8 +474,31 @@ fn emit(
     let (dev, hdr) = match (v, source) {
         (Verdict::ToPort(p), _) => (out.port(p), hdr),
         (Verdict::ToSubstrate, _) => (Some(out.substrate.get_ref()), hdr),
-        (Verdict::Reply, Source::Substrate) => (Some(out.substrate.get_ref()), &plain),
+        (Verdict::Reply, Source::Substrate | Source::Worker(Origin::Substrate)) => {
+            (Some(out.substrate.get_ref()), &plain)
+        }
         (Verdict::Reply, Source::Port(p)) => (out.port(p), &plain),
+        // An answer to another worker's VM: that worker's agent would have made it.
+        (Verdict::Reply, Source::Worker(Origin::Vm)) => return,
+        (Verdict::ToWorker(w), Source::Port(_) | Source::Substrate) => {
+            let origin = match source {
+                Source::Port(_) => Origin::Vm,
+                _ => Origin::Substrate,
+            };
+            match out
+                .handoff
+                .map(|h| h.send(usize::from(w), origin, hdr, pkt))
+            {
+                Some(Ok(())) => stats.handed_out += 1,
+                _ => stats.handoff_refused += 1,
+            }
+            return;
+        }
+        // Handed over already: the owner's agent does not hand it on (no ping-pong).
+        (Verdict::ToWorker(_), Source::Worker(_)) => {
+            stats.handoff_refused += 1;
+            return;
+        }
         (Verdict::Held | Verdict::Consumed, _) => return,
         (Verdict::Drop(reason), _) => {
             tracing::trace!(?reason, "dropped");
@@ -470,7 +581,7 @@ impl Io {
 }
 
 impl IoStats {
-    fn add(&mut self, o: &IoStats) {
+    pub(crate) fn add(&mut self, o: &IoStats) {
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
         self.tx_packets += o.tx_packets;
@@ -479,5 +590,8 @@ impl IoStats {
         self.tx_errors += o.tx_errors;
         self.no_device += o.no_device;
         self.events_dropped += o.events_dropped;
+        self.handed_out += o.handed_out;
+        self.handed_in += o.handed_in;
+        self.handoff_refused += o.handoff_refused;
     }
 }

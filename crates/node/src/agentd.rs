@@ -23,13 +23,14 @@ use dataplane::agent::{Agent, AgentConfig, Change, Event, Mapping, PortId};
 use model::Locator;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::agent_loop::{AgentLoop, Command, LoopStats};
+use crate::agent_loop::{Command, LoopStats};
 use crate::control::{ControlError, ManagerClient, WatchItem};
 use crate::desired::{self, AgentConfigSet, Catalog, Effect, Ids, Key, LocalNode};
 use crate::metrics::{self, ControlCounters, Text};
 use crate::nat_state;
 use crate::netns;
 use crate::tap::{Device, Kind};
+use crate::workers::Workers;
 
 /// How `canopy agent` was asked to run.
 #[derive(Debug, Clone)]
@@ -46,6 +47,18 @@ pub struct AgentOptions {
     pub ready_file: Option<PathBuf>,
     /// Where the agent keeps what must outlive it: the NAT table ([`crate::nat_state`]).
     pub state_dir: PathBuf,
+    /// Packet workers (threads, each with a queue of the substrate device and its share
+    /// of the VM ports); 0: one per core.
+    pub workers: usize,
+}
+
+/// The workers to run for `asked` (0: one per core the process may use).
+pub fn worker_count(asked: usize) -> usize {
+    match asked {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, 64)
 }
 
 /// The state directory when none is given: `/run/canopy/agent-<host id>` (characters
@@ -87,9 +100,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
     let what = what.into();
     move |source| DaemonError::Io { what, source }
 }
-
-/// Capacity of the command channel to the loop.
-const COMMANDS: usize = 4096;
 
 /// A node's device as the daemon keeps it: a second descriptor, to unpersist it when the
 /// node goes (the loop holds the first).
@@ -206,6 +216,40 @@ pub(crate) fn setup_tun(
 ) -> Result<Device, DaemonError> {
     let dev = Device::open_with(name, Kind::Tun, offloads)
         .map_err(io_err(format!("opening the TUN device {name}")))?;
+    finish_tun(name, &dev, mtu, routes)?;
+    Ok(dev)
+}
+
+/// [`setup_tun`] with `queues` queues (`IFF_MULTI_QUEUE`), one per worker. A device
+/// left single-queue (by an older agent) is made again.
+pub(crate) fn setup_tun_queues(
+    name: &str,
+    mtu: u16,
+    offloads: u32,
+    routes: &[String],
+    queues: usize,
+) -> Result<Vec<Device>, DaemonError> {
+    let open = || Device::open_queues(name, Kind::Tun, offloads, queues);
+    let devs = match open() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Most likely there and single-queue; if not, the second try says why.
+            tracing::info!(
+                device = name,
+                "cannot attach as multi-queue; making it again"
+            );
+            let _ = netns::ip(&["link", "delete", "dev", name]);
+            open()
+        }
+        r => r,
+    }
+    .map_err(io_err(format!(
+        "opening {queues} queues of the TUN device {name}"
+    )))?;
+    finish_tun(name, &devs[0], mtu, routes)?;
+    Ok(devs)
+}
+
+fn finish_tun(name: &str, dev: &Device, mtu: u16, routes: &[String]) -> Result<(), DaemonError> {
     dev.set_persist(true)
         .map_err(io_err(format!("making {name} persistent")))?;
     let mtu = mtu.to_string();
@@ -216,7 +260,7 @@ pub(crate) fn setup_tun(
         netns::ip(&[family, "route", "replace", r, "dev", name])
             .map_err(io_err(format!("routing {r} into {name}")))?;
     }
-    Ok(dev)
+    Ok(())
 }
 
 /// The TAP of a local node: in its VM namespace when the template names one that exists,
@@ -493,12 +537,13 @@ impl Daemon {
 }
 
 fn render_agent(
-    stats: &watch::Receiver<LoopStats>,
+    stats: &[watch::Receiver<LoopStats>],
     counters: &ControlCounters,
     blocks: &std::sync::atomic::AtomicU64,
     names: &std::sync::RwLock<EdgeNames>,
 ) -> String {
-    let s = stats.borrow().clone();
+    let each: Vec<LoopStats> = stats.iter().map(|w| w.borrow().clone()).collect();
+    let s = LoopStats::sum(&each);
     let mut t = Text::default();
     edge_choices(
         &mut t,
@@ -530,6 +575,7 @@ fn render_agent(
         &[
             ("verdict=\"to_port\"", s.agent.to_port),
             ("verdict=\"to_substrate\"", s.agent.to_substrate),
+            ("verdict=\"to_worker\"", s.agent.to_worker),
             ("verdict=\"reply\"", s.agent.replies),
             ("verdict=\"held\"", s.agent.held),
         ],
@@ -604,6 +650,22 @@ fn render_agent(
         s.ports as u64,
     );
     t.gauge(
+        "canopy_agent_workers",
+        "Packet workers (each with a substrate queue and a share of the VM ports).",
+        stats.len() as u64,
+    );
+    t.metric(
+        "canopy_agent_handoffs_total",
+        "counter",
+        "Packets for a node of another worker, handed there (out), taken from another \
+         worker (in), or dropped because that worker was behind (refused).",
+        &[
+            ("direction=\"out\"", s.io.handed_out),
+            ("direction=\"in\"", s.io.handed_in),
+            ("direction=\"refused\"", s.io.handoff_refused),
+        ],
+    );
+    t.gauge(
         "canopy_agent_port_blocks",
         "NAT port blocks held by this host's nodes.",
         blocks.load(std::sync::atomic::Ordering::Relaxed),
@@ -661,26 +723,42 @@ pub async fn run_agent(
 
     let (name, mtu) = (opts.substrate_dev.clone(), opts.substrate_mtu);
     let route = locator.to_string();
-    let tun = tokio::task::spawn_blocking(move || {
-        setup_tun(&name, mtu, crate::tap::WANTED_OFFLOADS, &[route])
+    let n = worker_count(opts.workers);
+    let queues = tokio::task::spawn_blocking(move || {
+        setup_tun_queues(&name, mtu, crate::tap::WANTED_OFFLOADS, &[route], n)
     })
     .await
     .map_err(|e| DaemonError::Config(e.to_string()))??;
 
-    let mut cfg = AgentConfig::new(locator);
-    cfg.substrate_mtu = opts.substrate_mtu;
-    let mut lp = AgentLoop::new(Agent::new(cfg), tun).map_err(io_err("starting the loop"))?;
     let store = Arc::new(nat_state::Store::new(&opts.state_dir));
-    restore_nat(&mut lp, &store).await;
-    let (stats_tx, stats_rx) = watch::channel(LoopStats::default());
-    lp.set_stats_sink(stats_tx);
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let saved = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.load())
+            .await
+            .unwrap_or_default()
+    };
+    let agents: Vec<Agent> = (0..n)
+        .map(|i| {
+            let mut cfg = AgentConfig::new(locator);
+            cfg.substrate_mtu = opts.substrate_mtu;
+            (cfg.worker, cfg.workers) = (i as u16, n as u16);
+            let mut agent = Agent::new(cfg);
+            // Every worker takes the saved flows; each keeps (and saves) its own nodes'.
+            let r = agent.import_nat(&saved, dataplane::Instant::ZERO);
+            if i == 0 && !saved.is_empty() {
+                tracing::info!(path = %store.path().display(), flows = r.flows,
+                    skipped = r.skipped, "NAT state restored");
+            }
+            agent
+        })
+        .collect();
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
-    let (loop_stop_tx, loop_stop_rx) = oneshot::channel::<()>();
+    let mut workers =
+        Workers::start(agents, queues, ev_tx).map_err(io_err("starting the workers"))?;
+    tracing::info!(workers = n, "packet workers started");
+    let cmd_tx = workers.commands();
+    let stats_rx = workers.stats();
     let saver = spawn_saver(cmd_tx.clone(), store.clone());
-    let looper = tokio::spawn(lp.run(cmd_rx, ev_tx, async move {
-        let _ = loop_stop_rx.await;
-    }));
 
     let blocks_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let names = Arc::new(std::sync::RwLock::new(EdgeNames::default()));
@@ -719,28 +797,18 @@ pub async fn run_agent(
     tokio::task::spawn_blocking(move || remove_stale_ports(&keep))
         .await
         .map_err(|e| DaemonError::Config(e.to_string()))?;
-    // Everything sent has been taken by the loop (which applies a command as it takes it).
-    while d.commands.capacity() < d.commands.max_capacity() && !looper.is_finished() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Everything sent has been applied by every worker.
+    workers.sync().await;
     if let Some(p) = &d.opts.ready_file {
         write_ready(p)?;
     }
     tracing::info!(ports = d.devices.len(), "agent ready");
 
-    let mut looper = looper;
-    // Set when the loop ended on its own (its handle must not be polled again).
-    let mut loop_ended = false;
     let result = loop {
         tokio::select! {
             () = &mut stop => break Ok(()),
-            r = &mut looper => {
-                loop_ended = true;
-                break match r {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(DaemonError::Io { what: "the packet loop".into(), source: e }),
-                    Err(e) => Err(DaemonError::Config(format!("the packet loop failed: {e}"))),
-                };
+            (i, e) = workers.ended() => {
+                break Err(DaemonError::Io { what: format!("packet worker {i}"), source: e });
             }
             Some(e) = ev_rx.recv() => d.on_event(e),
             item = wrx.recv() => {
@@ -756,38 +824,20 @@ pub async fn run_agent(
             }
         }
     };
-    let _ = loop_stop_tx.send(());
     watcher.abort();
     saver.abort();
-    if !loop_ended {
-        // The loop gives itself back when stopped: its NAT table is saved a last time.
-        if let Ok(Ok(Ok(lp))) = tokio::time::timeout(Duration::from_secs(1), &mut looper).await {
-            let nodes = lp.agent().export_nat(lp.now());
-            let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.save_final(&nodes)).await;
-            tracing::info!(path = %store.path().display(), "NAT state saved");
-        }
+    // The workers give their NAT tables back when stopped: saved a last time.
+    let nodes = workers.stop(Duration::from_secs(1)).await;
+    if result.is_ok() {
+        let s = store.clone();
+        let _ = tokio::task::spawn_blocking(move || s.save_final(&nodes)).await;
+        tracing::info!(path = %store.path().display(), "NAT state saved");
     }
     if let Some(m) = metrics_task {
         m.abort();
     }
     tracing::info!("agent stopped (devices kept for the next start)");
     result
-}
-
-/// Imports the NAT table a previous agent saved, before the loop reads any device.
-async fn restore_nat(lp: &mut AgentLoop, store: &Arc<nat_state::Store>) {
-    let s = store.clone();
-    let saved = tokio::task::spawn_blocking(move || s.load())
-        .await
-        .unwrap_or_default();
-    if saved.is_empty() {
-        return;
-    }
-    let now = lp.now();
-    let r = lp.agent_mut().import_nat(&saved, now);
-    tracing::info!(path = %store.path().display(), flows = r.flows, skipped = r.skipped,
-        "NAT state restored");
 }
 
 /// Saves the NAT table every [`SAVE_EVERY`], asking the loop for it between packets.

@@ -96,6 +96,21 @@ impl Device {
     /// Like [`open`](Self::open), asking for the offloads `want` (`0`: none, so that the
     /// kernel hands over only complete, checksummed packets of at most the MTU).
     pub fn open_with(name: &str, kind: Kind, want: u32) -> io::Result<Device> {
+        Device::open_queue(name, kind, want, false)
+    }
+
+    /// Opens `n` queues of the multi-queue device `name` (`IFF_MULTI_QUEUE`), creating
+    /// it if needed: one descriptor per worker, each with its own packets. The kernel
+    /// hands a flow's packets to the queue that last wrote that flow, so a worker gets
+    /// the answers to what it sent. A device made without multi-queue cannot be
+    /// attached this way (`EINVAL`).
+    pub fn open_queues(name: &str, kind: Kind, want: u32, n: usize) -> io::Result<Vec<Device>> {
+        (0..n.max(1))
+            .map(|_| Device::open_queue(name, kind, want, true))
+            .collect()
+    }
+
+    fn open_queue(name: &str, kind: Kind, want: u32, multi_queue: bool) -> io::Result<Device> {
         check_ifname(name)?;
         // SAFETY: a valid NUL-terminated path; the result is checked.
         let raw = cvt(unsafe {
@@ -112,7 +127,14 @@ impl Device {
         };
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: (mode | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+            flags: (mode
+                | libc::IFF_NO_PI
+                | libc::IFF_VNET_HDR
+                | if multi_queue {
+                    libc::IFF_MULTI_QUEUE
+                } else {
+                    0
+                }) as libc::c_short,
             _pad: [0; 24 - std::mem::size_of::<libc::c_short>()],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());

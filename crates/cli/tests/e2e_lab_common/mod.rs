@@ -62,6 +62,9 @@ pub fn vm(name: &str, host: usize, last: u8) -> VmSpec {
 /// same 10.0.0.0/16; a pool of two edges in `mode`.
 pub fn spec(mode: PoolMode) -> Spec {
     let mut spec = Spec::simple(2, 0, 2, mode, env!("CARGO_BIN_EXE_canopy").as_ref());
+    // One worker per VM of the first host (ports are numbered in turn): a1 and a2 are
+    // always on different workers, whatever the machine's cores.
+    spec.workers = 3;
     spec.tenants = vec![
         TenantSpec {
             name: "t1".into(),
