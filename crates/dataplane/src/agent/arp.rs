@@ -1,8 +1,11 @@
 //! ARP: the agent answers its node's requests for the subnet's gateway (with the router's
 //! MAC) and for addresses that exist in the node's subnet (with that node's MAC, as if it
 //! had answered itself). Unknown addresses get no answer, as on a real LAN, and ARP never
-//! leaves the host.
+//! leaves the host. A request for an address not known yet waits for the manager's
+//! answer in the hold queue, so that a node's first packets to a peer wait for one
+//! resolve, not for its ARP retry (a second on Linux).
 
+use super::hold::{Origin, Wait};
 use super::{Agent, Lookup, NodeSpec, Verdict};
 use crate::buf::PacketBuf;
 use crate::drops::DropReason;
@@ -38,8 +41,12 @@ pub(super) fn handle(
         match agent.lookup(node.network, target, now) {
             Lookup::Local(p) => agent.ports[&p].mac,
             Lookup::Remote(m) => m.mac,
-            // Not known (yet): the resolve is asked, and the node will ask again.
-            Lookup::Absent | Lookup::Unknown => return Verdict::Drop(DropReason::ArpUnknownTarget),
+            Lookup::Absent => return Verdict::Drop(DropReason::ArpUnknownTarget),
+            // The resolve is asked; the request comes back through `take_ready`.
+            Lookup::Unknown => {
+                let wait = Wait::Mapping(node.network, target);
+                return agent.hold_packet(Origin::Vm(node.port), wait, pkt, None, now);
+            }
         }
     } else {
         return Verdict::Drop(DropReason::ArpUnknownTarget);

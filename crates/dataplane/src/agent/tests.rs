@@ -306,8 +306,8 @@ fn arp_answers_gateway_and_subnet_nodes_only() {
     assert_eq!(v, Verdict::Reply);
     assert_eq!(arp_answer(&out).sender_mac, dc.b.mac);
 
-    // A node of another subnet, an address nobody has, and a request for oneself: silence.
-    for t in ["10.0.1.5", "10.0.0.99", "10.0.0.2"] {
+    // A node of another subnet and a request for oneself: silence.
+    for t in ["10.0.1.5", "10.0.0.2"] {
         let (v, _) = from_vm(&mut dc.h1, a.port, &arp_request(&a, ip(t)));
         assert!(
             matches!(
@@ -317,7 +317,9 @@ fn arp_answers_gateway_and_subnet_nodes_only() {
             "{t}: {v:?}"
         );
     }
-    // The unknown address was asked of the manager; nothing went to the substrate.
+    // An address not known here waits for the manager, who knows nobody there: silence.
+    let (v, _) = from_vm(&mut dc.h1, a.port, &arp_request(&a, ip("10.0.0.99")));
+    assert_eq!(v, Verdict::Held);
     assert_eq!(
         dc.h1.poll_event(),
         Some(Event::Resolve {
@@ -325,7 +327,13 @@ fn arp_answers_gateway_and_subnet_nodes_only() {
             ip: ip("10.0.0.99")
         })
     );
-    assert_eq!(dc.h1.stats().to_substrate, 0);
+    dc.h1.on_resolved(net(1), ip("10.0.0.99"), None, T0);
+    let replayed = replay_vm(&mut dc.h1, T0);
+    assert_eq!(
+        replayed.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [Verdict::Drop(DropReason::ArpUnknownTarget)]
+    );
+    assert_eq!(dc.h1.stats().to_substrate, 0, "ARP never leaves the host");
     // Another tenant with the same addresses gets its own network's answer.
     let a2 = dc.a2;
     let (_, out) = from_vm(&mut dc.h1, a2.port, &arp_request(&a2, dc.b2.vip));
@@ -2923,5 +2931,34 @@ fn each_worker_probes_with_its_own_identifier_and_gets_its_answers_back() {
     assert_eq!(
         (w0.stats().probes_answered, w1.stats().probes_answered),
         (0, 1)
+    );
+}
+
+#[test]
+fn arp_for_a_peer_not_known_yet_is_answered_as_soon_as_the_manager_answers() {
+    // Nothing pushed: host 1 knows b only once it asks.
+    let mut dc = Dc::with_mappings(false);
+    let (a, b) = (dc.a, dc.b);
+    let (v, _) = from_vm(&mut dc.h1, a.port, &arp_request(&a, b.vip));
+    assert_eq!(v, Verdict::Held, "no answer yet, and no drop");
+    assert_eq!(
+        events(&mut dc.h1),
+        [Event::Resolve {
+            network: net(1),
+            ip: b.vip
+        }]
+    );
+    let m = Mapping {
+        locator: loc(H2),
+        mac: b.mac,
+    };
+    dc.h1.on_resolved(net(1), b.vip, Some(m), T0);
+    let replayed = replay_vm(&mut dc.h1, T0);
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].0, Verdict::Reply);
+    let r = arp_answer(&replayed[0].1);
+    assert_eq!(
+        (r.sender_ip, r.sender_mac, r.target_ip),
+        (b.vip, b.mac, a.vip)
     );
 }
