@@ -649,6 +649,12 @@ fn render_agent(
         "VM ports with a device.",
         s.ports as u64,
     );
+    t.counter(
+        "canopy_agent_io_uring_calls_total",
+        "System calls that read or wrote a batch of packets through io_uring (packets \
+         moved / calls is the batching achieved; 0 without io_uring).",
+        s.io.ring_calls,
+    );
     t.gauge(
         "canopy_agent_workers",
         "Packet workers (each with a substrate queue and a share of the VM ports).",

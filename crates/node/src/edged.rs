@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::control::WatchItem;
 use crate::desired::{self, Catalog, EdgeConfigSet, EdgeKey, Effect};
 use crate::metrics::{self, ControlCounters, Text};
 use crate::netns;
+use crate::ring::{Batch, ReadEnd};
 use crate::tap::{Device, VNET_HDR_LEN, WANTED_OFFLOADS};
 
 /// How `canopy edge` was asked to run.
@@ -70,6 +72,8 @@ pub struct EdgeLoop {
     substrate: AsyncFd<Device>,
     outside: AsyncFd<Device>,
     buf: Box<[u8]>,
+    /// Batched I/O when the kernel has io_uring (see [`crate::ring`]).
+    batch: Option<Batch>,
     clock: std::time::Instant,
     stats: EdgeLoopStats,
 }
@@ -93,6 +97,7 @@ impl EdgeLoop {
             substrate: register(substrate)?,
             outside: register(outside)?,
             buf: vec![0u8; HEADROOM + MAX_PACKET + dataplane::agent::MIN_BUFFER].into_boxed_slice(),
+            batch: Batch::new(BATCH, HEADROOM + MAX_PACKET + dataplane::agent::MIN_BUFFER),
             clock: std::time::Instant::now(),
             stats: EdgeLoopStats::default(),
         })
@@ -156,6 +161,9 @@ impl EdgeLoop {
     }
 
     async fn read_batch(&mut self, side: Side) -> io::Result<()> {
+        if self.batch.is_some() {
+            return self.read_batch_ring(side).await;
+        }
         let EdgeLoop {
             edge,
             substrate,
@@ -213,6 +221,75 @@ impl EdgeLoop {
             }
         }
         Ok(())
+    }
+}
+
+impl EdgeLoop {
+    /// [`read_batch`](Self::read_batch) in one io_uring call for the reads and one for the
+    /// writes.
+    async fn read_batch_ring(&mut self, side: Side) -> io::Result<()> {
+        let EdgeLoop {
+            edge,
+            substrate,
+            outside,
+            batch: batched,
+            stats,
+            ..
+        } = self;
+        let Some(batch) = batched else {
+            return Ok(());
+        };
+        let (from, which) = match side {
+            Side::Substrate => (&*substrate, 0),
+            Side::Outside => (&*outside, 1),
+        };
+        let mut guard = from.readable().await?;
+        let at = HEADROOM - VNET_HDR_LEN;
+        let (sub, out) = (substrate.get_ref(), outside.get_ref());
+        let end = batch.run(which, from.get_ref().as_raw_fd(), at, |slot, n| {
+            if n <= VNET_HDR_LEN {
+                stats.rx_errors += 1;
+                return None;
+            }
+            stats.rx_packets += 1;
+            let Ok(mut hdr) = VirtioNetHdr::parse(&slot[at..HEADROOM]) else {
+                stats.rx_errors += 1;
+                return None;
+            };
+            let mut pkt = PacketBuf::new(slot, HEADROOM, at + n);
+            let v = match side {
+                Side::Substrate => edge.from_substrate_with_vnet(&mut pkt, Some(&mut hdr)),
+                Side::Outside => edge.from_outside_with_vnet(&mut pkt, Some(&mut hdr)),
+            };
+            let to = match v {
+                EdgeVerdict::ToOutside => out,
+                EdgeVerdict::ToSubstrate => sub,
+                EdgeVerdict::Drop(reason) => {
+                    tracing::trace!(?reason, "dropped");
+                    return None;
+                }
+            };
+            Some((to, hdr, pkt.range()))
+        });
+        stats.tx_packets += end.tx_packets;
+        stats.tx_errors += end.tx_errors;
+        match end.read {
+            ReadEnd::Full => Ok(()),
+            ReadEnd::Drained => {
+                guard.clear_ready();
+                Ok(())
+            }
+            ReadEnd::Failed(e) => {
+                guard.clear_ready();
+                stats.rx_errors += 1;
+                Err(e)
+            }
+            ReadEnd::Broken(e) => {
+                tracing::warn!(error = %e, "io_uring failed; one system call per packet from now on");
+                *batched = None;
+                Ok(())
+            }
+        }
     }
 }
 

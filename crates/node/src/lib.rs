@@ -17,5 +17,6 @@ pub mod handoff;
 pub mod metrics;
 pub mod nat_state;
 pub mod netns;
+pub mod ring;
 pub mod tap;
 pub mod workers;
