@@ -252,6 +252,11 @@ pub(crate) fn setup_tun_queues(
 fn finish_tun(name: &str, dev: &Device, mtu: u16, routes: &[String]) -> Result<(), DaemonError> {
     dev.set_persist(true)
         .map_err(io_err(format!("making {name} persistent")))?;
+    // No link-local address: the kernel would send its own IPv6 (MLD reports, router
+    // solicitations) into the device, which the loop would read and drop.
+    netns::ip(&["link", "set", "dev", name, "addrgenmode", "none", "multicast", "off"])
+        .map_err(io_err(format!("turning off address generation on {name}")))?;
+    let _ = netns::ip(&["-6", "addr", "flush", "dev", name, "scope", "link"]);
     let mtu = mtu.to_string();
     netns::ip(&["link", "set", "dev", name, "mtu", &mtu, "up"])
         .map_err(io_err(format!("bringing {name} up")))?;
