@@ -15,7 +15,8 @@ use clap::Args;
 /// manager's snapshot, creates or re-attaches the TUN --substrate-dev, routes its locator
 /// /72 into it, and makes one TAP per node of the host: with --vm-netns and that namespace
 /// present, inside it as `eth0` with the node's MAC; otherwise in the agent's namespace as
-/// `cn<12 hex digits of the node id>`. Devices persist across restarts, so VMs keep their
+/// `cn<12 hex digits of the node id>`, moved into the VM's namespace within a second of
+/// its appearing (a node created before its VM). Devices persist across restarts, so VMs keep their
 /// interfaces and their flows only pause; a node's TAP goes when the node is deleted.
 /// The NAT table (which public port each flow to the internet has) is saved in
 /// --state-dir every 2 s and on SIGTERM, and restored at start, so NATed flows survive too.

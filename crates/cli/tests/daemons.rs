@@ -10,8 +10,9 @@
 //! exit 0 within 2 s, start again); a spoofed substrate packet counted as
 //! `spoofed_source` in the agent's metrics; the edge answers the agents' health probes;
 //! an elastic IP answers ping from the internet; a node without a VM namespace gets a
-//! `cn…` TAP in the agent's namespace; a deleted node's TAP goes, also when it was
-//! deleted while the agent was down.
+//! `cn…` TAP in the agent's namespace, which moves into the VM's namespace as `eth0`
+//! when that appears; a deleted node's TAP goes, also when it was deleted while the
+//! agent was down.
 //!
 //! Safety (DESIGN.md, "The lab"): every namespace carries a per-run prefix; no link to the
 //! root namespace (veth pairs are created directly between lab namespaces; TAPs and TUNs
@@ -860,22 +861,46 @@ fn agents_and_edge_as_processes() {
         lab.ns(nv2).ip(&["link", "show", "dev", "eth0"]).is_err()
     });
     println!("vm3 got {tap} on host 1; vm2's eth0 went with vm2");
+    // vm3's namespace appears after its node: the port moves there, as eth0 with vm3's
+    // MAC, and the TAP in the agent's namespace goes.
+    let nv3 = lab.netns("vm3");
+    wait_for("vm3's eth0 in its namespace", T, || {
+        lab.ns(nv3).ip(&["link", "show", "dev", "eth0"]).is_ok()
+    });
+    let link = text(
+        &lab.ns(nv3)
+            .ip(&["-o", "link", "show", "dev", "eth0"])
+            .unwrap(),
+    );
+    assert!(link.contains(&s(&vm3, "mac")), "{link}");
+    wait_for("the TAP in the agent's namespace to go", T, || {
+        lab.ns(nh1).ip(&["link", "show", "dev", &tap]).is_err()
+    });
+    println!("vm3's namespace appeared: its port moved there as eth0");
 
     // A node deleted while its agent is down: the next agent removes its port.
+    let vm4 = api.post(
+        "/v1/nodes",
+        json!({"subnet_id": s(&sub, "id"), "name": "vm4", "host_id": s(&h1, "id")}),
+    );
+    let tap = node::agentd::port_name(&s(&vm4, "id"));
+    wait_for("vm4's TAP", T, || {
+        lab.ns(nh1).ip(&["link", "show", "dev", &tap]).is_ok()
+    });
     let k = (0..lab.procs.len())
         .rev()
         .find(|&i| lab.procs[i].name == "agent1b")
         .unwrap();
     let (st, _) = lab.procs[k].terminate();
     assert!(st.success());
-    api.delete(&format!("/v1/nodes/{}", s(&vm3, "id")));
+    api.delete(&format!("/v1/nodes/{}", s(&vm4, "id")));
     assert!(lab.ns(nh1).ip(&["link", "show", "dev", &tap]).is_ok());
     start(&mut lab, "agent1c", nh1, agent_args(&h1, &r1), &r1);
     assert!(
         lab.ns(nh1).ip(&["link", "show", "dev", &tap]).is_err(),
         "the deleted node's port survived the restart"
     );
-    println!("{tap} of vm3 (deleted while the agent was down) removed at the next start");
+    println!("{tap} of vm4 (deleted while the agent was down) removed at the next start");
     drop(lab);
 }
 

@@ -106,7 +106,14 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
 struct PortDev {
     fd: OwnedFd,
     name: String,
+    /// Made in the agent's namespace although `--vm-netns` was given: the VM's namespace
+    /// did not exist yet. The port moves there when it appears.
+    awaiting_netns: bool,
 }
+
+/// How often ports are looked after between configuration changes: a port whose device
+/// could not be made is tried again, and one waiting for its VM's namespace moves there.
+const PORT_CHECK: Duration = Duration::from_secs(1);
 
 /// How both daemons start: the manager client, their control counters, the watch stream
 /// (its task and its events) with the first snapshot already in `catalog`, and the stop
@@ -254,8 +261,17 @@ fn finish_tun(name: &str, dev: &Device, mtu: u16, routes: &[String]) -> Result<(
         .map_err(io_err(format!("making {name} persistent")))?;
     // No link-local address: the kernel would send its own IPv6 (MLD reports, router
     // solicitations) into the device, which the loop would read and drop.
-    netns::ip(&["link", "set", "dev", name, "addrgenmode", "none", "multicast", "off"])
-        .map_err(io_err(format!("turning off address generation on {name}")))?;
+    netns::ip(&[
+        "link",
+        "set",
+        "dev",
+        name,
+        "addrgenmode",
+        "none",
+        "multicast",
+        "off",
+    ])
+    .map_err(io_err(format!("turning off address generation on {name}")))?;
     let _ = netns::ip(&["-6", "addr", "flush", "dev", name, "scope", "link"]);
     let mtu = mtu.to_string();
     netns::ip(&["link", "set", "dev", name, "mtu", &mtu, "up"])
@@ -404,16 +420,7 @@ impl Daemon {
             }
             self.send(Command::Apply(change)).await;
         }
-        // Ports whose device could not be made before: try again.
-        let missing: Vec<(PortId, LocalNode)> = new
-            .local
-            .iter()
-            .filter(|(p, _)| !self.devices.contains_key(p) && self.applied.local.contains_key(p))
-            .map(|(p, n)| (*p, n.clone()))
-            .collect();
-        for (port, node) in missing {
-            self.add_port(port, node).await;
-        }
+        self.check_ports(&new.local).await;
         let blocks: usize = new
             .changes
             .values()
@@ -427,6 +434,39 @@ impl Daemon {
         *self.names.write().unwrap_or_else(|e| e.into_inner()) =
             EdgeNames::of(&self.catalog, &self.ids);
         self.applied = new;
+    }
+
+    /// Tries again the ports whose device could not be made, and moves into its VM's
+    /// namespace a port made in ours because that namespace did not exist yet (the node
+    /// was created before its VM).
+    async fn check_ports(&mut self, local: &BTreeMap<PortId, LocalNode>) {
+        let template = self.opts.vm_netns.clone();
+        let appeared = |n: &LocalNode| {
+            template
+                .as_deref()
+                .is_some_and(|t| Path::new(&t.replace("{name}", &n.name)).exists())
+        };
+        let redo: Vec<(PortId, LocalNode)> = local
+            .iter()
+            .filter(|(p, n)| match self.devices.get(p) {
+                None => true,
+                Some(d) => d.awaiting_netns && appeared(n),
+            })
+            .map(|(p, n)| (*p, n.clone()))
+            .collect();
+        for (port, node) in redo {
+            if let Some(old) = self.devices.remove(&port) {
+                // The loop closes its descriptor; ours goes here: the device goes with them.
+                self.send(Command::RemovePort(port)).await;
+                unpersist(&old.fd);
+                tracing::info!(
+                    node = node.node_id,
+                    device = old.name,
+                    "the VM's namespace appeared; its port moves there"
+                );
+            }
+            self.add_port(port, node).await;
+        }
     }
 
     async fn add_port(&mut self, port: PortId, node: LocalNode) {
@@ -446,11 +486,13 @@ impl Daemon {
         };
         match dev.as_fd().try_clone_to_owned() {
             Ok(fd) => {
+                let awaiting_netns = self.opts.vm_netns.is_some() && dev.name() != "eth0";
                 self.devices.insert(
                     port,
                     PortDev {
                         fd,
                         name: dev.name().to_string(),
+                        awaiting_netns,
                     },
                 );
             }
@@ -815,9 +857,15 @@ pub async fn run_agent(
     }
     tracing::info!(ports = d.devices.len(), "agent ready");
 
+    let mut port_check = tokio::time::interval(PORT_CHECK);
+    port_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             () = &mut stop => break Ok(()),
+            _ = port_check.tick() => {
+                let local = d.applied.local.clone();
+                d.check_ports(&local).await;
+            }
             (i, e) = workers.ended() => {
                 break Err(DaemonError::Io { what: format!("packet worker {i}"), source: e });
             }
