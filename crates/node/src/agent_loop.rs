@@ -1,9 +1,11 @@
 //! The agent daemon's packet loop: one task, single-threaded, that owns the [`Agent`], one
-//! TAP per VM port and the substrate's TUN.
+//! TAP per VM port and the substrate's TUN (one worker's share of them, see below).
 //!
-//! It waits until a device is readable, reads up to [`BATCH`] packets from it into one
-//! reused buffer (with [`HEADROOM`] in front and room for a 64 KiB super-packet), hands
-//! each to the agent with its `virtio_net_hdr`, and writes the verdict out: `ToPort` to
+//! It waits until a device is readable, reads up to [`BATCH`] packets from it (in one
+//! io_uring call into preallocated slots, [`crate::ring`]; without io_uring one `read`
+//! each into one reused buffer; [`HEADROOM`] in front and room for a 64 KiB super-packet),
+//! hands each to the agent with its `virtio_net_hdr`, and writes the verdicts out (in one
+//! more io_uring call): `ToPort` to
 //! that port's TAP, `Reply` back where it came from, `ToSubstrate` to the TUN. Packets the
 //! agent held for a mapping come back through [`Agent::take_ready`] and go through the same
 //! path; [`Agent::tick`] runs on a timer. Configuration and resolve answers arrive as
