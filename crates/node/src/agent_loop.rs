@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use wire::virtio::VirtioNetHdr;
 
 use crate::handoff::{Handoff, Origin};
-use crate::ring::{Batch, ReadEnd};
+use crate::ring::Batch;
 use crate::tap::{Device, VNET_HDR_LEN};
 
 /// Most packets read from one device before the others get a turn.
@@ -327,12 +327,8 @@ impl AgentLoop {
             clock,
             ..
         } = self;
-        let (dev, source) = match which {
-            0 => (&io.substrate, Source::Substrate),
-            i => match io.ports.get(i - 1) {
-                Some(p) => (&p.dev, Source::Port(p.id)),
-                None => return Ok(()),
-            },
+        let Some((dev, source)) = io.device(which) else {
+            return Ok(());
         };
         // Ready already (the poll said so): this does not wait.
         let mut guard = dev.readable().await?;
@@ -394,12 +390,8 @@ impl AgentLoop {
         let Some(batch) = batched else {
             return Ok(());
         };
-        let (dev, source) = match which {
-            0 => (&io.substrate, Source::Substrate),
-            i => match io.ports.get(i - 1) {
-                Some(p) => (&p.dev, Source::Port(p.id)),
-                None => return Ok(()),
-            },
+        let Some((dev, source)) = io.device(which) else {
+            return Ok(());
         };
         let mut guard = dev.readable().await?;
         let at = HEADROOM - VNET_HDR_LEN;
@@ -431,24 +423,10 @@ impl AgentLoop {
         stats.tx_bytes += end.tx_bytes;
         stats.tx_errors += end.tx_errors;
         stats.ring_calls += end.calls;
-        let failed = match end.read {
-            ReadEnd::Full => None,
-            ReadEnd::Drained => {
-                guard.clear_ready();
-                None
-            }
-            ReadEnd::Failed(e) => {
-                guard.clear_ready();
-                stats.rx_errors += 1;
-                Some(e)
-            }
-            ReadEnd::Broken(e) => {
-                // Dropping the ring ends what it still holds before a slot is used again.
-                tracing::warn!(error = %e, "io_uring failed; one system call per packet from now on");
-                *batched = None;
-                None
-            }
-        };
+        let failed = end.read.settle(&mut guard, batched);
+        if failed.is_some() {
+            stats.rx_errors += 1;
+        }
         io.stats.add(&stats);
         io.wake_others();
         failed.map_or(Ok(()), Err)
@@ -646,6 +624,14 @@ fn drain(agent: &mut Agent, out: Out<'_>, stats: &mut IoStats, buf: &mut [u8], n
 }
 
 impl Io {
+    /// Device `which` (0: the substrate, `i + 1`: port `i`) and what reading it means.
+    fn device(&self, which: usize) -> Option<(&AsyncFd<Device>, Source)> {
+        match which {
+            0 => Some((&self.substrate, Source::Substrate)),
+            i => self.ports.get(i - 1).map(|p| (&p.dev, Source::Port(p.id))),
+        }
+    }
+
     /// The port read as device `which` (see [`AgentLoop::read_batch`]).
     fn port_at(&self, which: usize) -> Option<PortId> {
         which

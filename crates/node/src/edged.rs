@@ -33,7 +33,7 @@ use crate::control::WatchItem;
 use crate::desired::{self, Catalog, EdgeConfigSet, EdgeKey, Effect};
 use crate::metrics::{self, ControlCounters, Text};
 use crate::netns;
-use crate::ring::{Batch, ReadEnd};
+use crate::ring::Batch;
 use crate::tap::{Device, VNET_HDR_LEN, WANTED_OFFLOADS};
 
 /// How `canopy edge` was asked to run.
@@ -273,21 +273,11 @@ impl EdgeLoop {
         });
         stats.tx_packets += end.tx_packets;
         stats.tx_errors += end.tx_errors;
-        match end.read {
-            ReadEnd::Full => Ok(()),
-            ReadEnd::Drained => {
-                guard.clear_ready();
-                Ok(())
-            }
-            ReadEnd::Failed(e) => {
-                guard.clear_ready();
+        match end.read.settle(&mut guard, batched) {
+            None => Ok(()),
+            Some(e) => {
                 stats.rx_errors += 1;
                 Err(e)
-            }
-            ReadEnd::Broken(e) => {
-                tracing::warn!(error = %e, "io_uring failed; one system call per packet from now on");
-                *batched = None;
-                Ok(())
             }
         }
     }

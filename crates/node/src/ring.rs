@@ -43,6 +43,35 @@ pub enum ReadEnd {
     Broken(io::Error),
 }
 
+impl ReadEnd {
+    /// Acts on how a loop's batch ended: the device's readiness cleared when it has
+    /// nothing more (or failed), the batch dropped when the ring broke (which ends what the
+    /// ring still holds before a slot is used again; the loop goes on a packet per call).
+    /// The device's error, if it failed.
+    pub fn settle<T: AsRawFd>(
+        self,
+        guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, T>,
+        batch: &mut Option<Batch>,
+    ) -> Option<io::Error> {
+        match self {
+            ReadEnd::Full => None,
+            ReadEnd::Drained => {
+                guard.clear_ready();
+                None
+            }
+            ReadEnd::Failed(e) => {
+                guard.clear_ready();
+                Some(e)
+            }
+            ReadEnd::Broken(e) => {
+                tracing::warn!(error = %e, "io_uring failed; one system call per packet from now on");
+                *batch = None;
+                None
+            }
+        }
+    }
+}
+
 impl Ring {
     /// A ring for batches of up to `batch` reads and `batch` writes.
     pub fn new(batch: u32) -> io::Result<Ring> {

@@ -216,13 +216,7 @@ async fn route(mut rx: mpsc::Receiver<Command>, workers: Vec<mpsc::Sender<Comman
                 let _ = w.send(Command::RemovePort(port)).await;
             }
             Command::ExportNat(reply) => {
-                let mut answers = Vec::with_capacity(workers.len());
-                for w in &workers {
-                    let (tx, rx) = oneshot::channel();
-                    if w.send(Command::ExportNat(tx)).await.is_ok() {
-                        answers.push(rx);
-                    }
-                }
+                let answers = ask_all(&workers, Command::ExportNat).await;
                 tokio::spawn(async move {
                     let mut all = Vec::new();
                     for a in answers {
@@ -232,13 +226,7 @@ async fn route(mut rx: mpsc::Receiver<Command>, workers: Vec<mpsc::Sender<Comman
                 });
             }
             Command::Sync(reply) => {
-                let mut answers = Vec::with_capacity(workers.len());
-                for w in &workers {
-                    let (tx, rx) = oneshot::channel();
-                    if w.send(Command::Sync(tx)).await.is_ok() {
-                        answers.push(rx);
-                    }
-                }
+                let answers = ask_all(&workers, Command::Sync).await;
                 tokio::spawn(async move {
                     for a in answers {
                         let _ = a.await;
@@ -248,6 +236,21 @@ async fn route(mut rx: mpsc::Receiver<Command>, workers: Vec<mpsc::Sender<Comman
             }
         }
     }
+}
+
+/// Asks every worker the question `ask` makes of an answer channel; the answers to come.
+async fn ask_all<T>(
+    workers: &[mpsc::Sender<Command>],
+    ask: impl Fn(oneshot::Sender<T>) -> Command,
+) -> Vec<oneshot::Receiver<T>> {
+    let mut answers = Vec::with_capacity(workers.len());
+    for w in workers {
+        let (tx, rx) = oneshot::channel();
+        if w.send(ask(tx)).await.is_ok() {
+            answers.push(rx);
+        }
+    }
+    answers
 }
 
 impl LoopStats {
