@@ -93,7 +93,8 @@ drop_reasons! {
     UnsupportedEthertype = "unsupported_ethertype",
     /// Broadcast other than ARP and DHCP: nothing in a virtual network floods.
     Broadcast = "broadcast",
-    /// Multicast: not offered inside virtual networks.
+    /// Multicast: not offered inside virtual networks, and not used on the substrate
+    /// (where the host's kernel sends its own MLD reports as the device comes up).
     Multicast = "multicast",
     /// An ARP packet that is not a well-formed Ethernet/IPv4 request.
     ArpInvalid = "arp_invalid",

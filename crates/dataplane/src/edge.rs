@@ -351,6 +351,10 @@ impl Edge {
         pkt: &mut PacketBuf<'_>,
         vnet: Option<&mut VirtioNetHdr>,
     ) -> EdgeVerdict {
+        if is_ipv6_multicast(pkt.as_slice()) {
+            // The substrate is unicast: this is the host kernel's own (MLD reports).
+            return EdgeVerdict::Drop(DropReason::Multicast);
+        }
         // The translator checks the header against the packet and drops a mismatch.
         let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
         let d = match self.translator.decode(pkt, vnet) {
@@ -418,6 +422,9 @@ impl Edge {
     }
 
     fn inbound(&mut self, pkt: &mut PacketBuf<'_>, vnet: Option<&mut VirtioNetHdr>) -> EdgeVerdict {
+        if is_ipv6_multicast(pkt.as_slice()) {
+            return EdgeVerdict::Drop(DropReason::Multicast);
+        }
         let ip = match Ipv4Packet::new_checked(pkt.as_slice()) {
             Ok(ip) => ip,
             Err(_) if pkt.as_slice().first().is_some_and(|b| b >> 4 != 4) => {
@@ -466,6 +473,11 @@ impl Edge {
             Err(r) => EdgeVerdict::Drop(r),
         }
     }
+}
+
+/// An IPv6 packet to a multicast address (`ff00::/8`).
+fn is_ipv6_multicast(pkt: &[u8]) -> bool {
+    pkt.len() >= 40 && pkt[0] >> 4 == 6 && pkt[24] == 0xff
 }
 
 #[cfg(test)]
@@ -527,6 +539,24 @@ mod tests {
         let v = f(&mut p);
         let r = p.range();
         (v, buf[r].to_vec())
+    }
+
+    #[test]
+    fn the_kernels_own_multicast_on_either_device_is_counted_as_multicast() {
+        // An MLDv2 report, as a host's kernel sends it into a device coming up.
+        let mut mld = vec![0u8; 76];
+        mld[0] = 0x60;
+        mld[4..6].copy_from_slice(&36u16.to_be_bytes());
+        mld[24..26].copy_from_slice(&[0xff, 0x02]);
+        mld[39] = 0x16;
+        mld[40..48].copy_from_slice(&[0x3a, 0, 5, 2, 0, 0, 1, 0]);
+        mld[48] = 143;
+        let mut e = edge();
+        let (v, _) = run(&mld, |p| e.from_substrate_with_vnet(p, None));
+        assert_eq!(v, EdgeVerdict::Drop(DropReason::Multicast));
+        let (v, _) = run(&mld, |p| e.from_outside_with_vnet(p, None));
+        assert_eq!(v, EdgeVerdict::Drop(DropReason::Multicast));
+        assert_eq!(e.stats().drops.get(DropReason::Multicast), 2);
     }
 
     /// Finishes the partial checksum at `v`'s offsets as the device would (sum from

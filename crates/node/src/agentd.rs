@@ -259,19 +259,12 @@ pub(crate) fn setup_tun_queues(
 fn finish_tun(name: &str, dev: &Device, mtu: u16, routes: &[String]) -> Result<(), DaemonError> {
     dev.set_persist(true)
         .map_err(io_err(format!("making {name} persistent")))?;
-    // No link-local address: the kernel would send its own IPv6 (MLD reports, router
-    // solicitations) into the device, which the loop would read and drop.
-    netns::ip(&[
-        "link",
-        "set",
-        "dev",
-        name,
-        "addrgenmode",
-        "none",
-        "multicast",
-        "off",
-    ])
-    .map_err(io_err(format!("turning off address generation on {name}")))?;
+    // No link-local address: with one the kernel sends more of its own IPv6 (reports for
+    // its solicited-node group, router solicitations) into the device, for the loop to
+    // read and drop. (A forwarding host still reports its all-routers group once or twice
+    // as the device comes up: the agent counts those as `multicast`.)
+    netns::ip(&["link", "set", "dev", name, "addrgenmode", "none"])
+        .map_err(io_err(format!("turning off address generation on {name}")))?;
     let _ = netns::ip(&["-6", "addr", "flush", "dev", name, "scope", "link"]);
     let mtu = mtu.to_string();
     netns::ip(&["link", "set", "dev", name, "mtu", &mtu, "up"])

@@ -1169,6 +1169,11 @@ impl Agent {
             }
             Err(e) => return Verdict::Drop(crate::siit::wire_err(e)),
         };
+        if ip6.dst_bytes()[0] == 0xff {
+            // The substrate is unicast; a host's kernel still reports its multicast
+            // groups (MLD) into the device as it comes up.
+            return Verdict::Drop(DropReason::Multicast);
+        }
         let src = model::SubstrateAddr::decode(ip6.src_bytes());
         let dst = model::SubstrateAddr::decode(ip6.dst_bytes());
         if dst.network.get() == 0 {

@@ -758,6 +758,26 @@ fn spoofed_substrate_packets_are_dropped_and_counted() {
     assert_eq!(dc.h2.stats().drops.get(DropReason::NotPeered), 1);
 }
 
+#[test]
+fn the_kernels_own_multicast_on_the_substrate_device_is_counted_as_multicast() {
+    let mut dc = Dc::new();
+    // An MLDv2 report as a forwarding host's kernel sends it into a device coming up:
+    // from ::, to ff02::16, hop-by-hop options then ICMPv6 type 143 (as read off `sub0`).
+    let mut mld = vec![0u8; 76];
+    mld[0] = 0x60;
+    mld[4..6].copy_from_slice(&36u16.to_be_bytes());
+    mld[24] = 0xff;
+    mld[25] = 0x02;
+    mld[39] = 0x16;
+    mld[40..48].copy_from_slice(&[0x3a, 0, 5, 2, 0, 0, 1, 0]);
+    mld[48] = 143;
+    assert_eq!(
+        from_substrate(&mut dc.h1, &mld).0,
+        Verdict::Drop(DropReason::Multicast)
+    );
+    assert_eq!(dc.h1.stats().drops.get(DropReason::UnexpectedProbe), 0);
+}
+
 // ---- peering ------------------------------------------------------------------------------
 
 /// `Dc` plus network 3 (10.1.0.0/16, peered with network 1) with p on host 2 and q on
