@@ -289,23 +289,6 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
-case "$1" in
-  deconfig)
-    ip -4 addr flush dev "$interface"
-    ip link set dev "$interface" up
-    ;;
-  bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/$mask" dev "$interface"
-    if [ -n "$mtu" ]; then ip link set dev "$interface" mtu "$mtu"; fi
-    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
-    echo "LEASE ip=$ip mask=$mask router=$router mtu=$mtu"
-    ;;
-esac
-exit 0
-"#;
-
 /// A TCP server that accepts one connection, writes the peer's address and port to a
 /// file, and echoes lines.
 const SERVER_PY: &str = r#"
@@ -584,7 +567,7 @@ fn agents_and_edge_as_processes() {
 
     // The VMs' eth0 are the agents' TAPs: lease, then ping across hosts.
     let script = lab.path("udhcpc.sh");
-    std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+    std::fs::write(&script, node::netns::UDHCPC_HOOK).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     for (ns, vm) in [(nv1, &vm1), (nv2, &vm2)] {
         let link = text(

@@ -900,7 +900,8 @@ impl Lab {
     fn udhcpc_script(&self) -> Result<PathBuf, Error> {
         let path = self.state.dir.join("udhcpc.sh");
         if !path.exists() {
-            std::fs::write(&path, UDHCPC_SCRIPT).map_err(|e| Error::io("udhcpc script", e))?;
+            std::fs::write(&path, node::netns::UDHCPC_HOOK)
+                .map_err(|e| Error::io("udhcpc script", e))?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .map_err(|e| Error::io("udhcpc script", e))?;
         }
@@ -1251,24 +1252,6 @@ pub fn dhcp(ns: &str, script: &Path) -> Result<Lease, Error> {
         mtu: get("mtu"),
     })
 }
-
-const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
-# busybox udhcpc's hook: configure what the lease says and print it.
-case "$1" in
-  deconfig)
-    ip -4 addr flush dev "$interface"
-    ip link set dev "$interface" up
-    ;;
-  bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/$mask" dev "$interface"
-    if [ -n "$mtu" ]; then ip link set dev "$interface" mtu "$mtu"; fi
-    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
-    echo "LEASE ip=$ip mask=$mask router=$router mtu=$mtu"
-    ;;
-esac
-exit 0
-"#;
 
 /// A packet capture inside a lab namespace (tcpdump, text lines), stopped by pid.
 pub struct Capture {

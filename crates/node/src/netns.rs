@@ -13,6 +13,26 @@ use std::time::{Duration, Instant};
 /// How long an `ip` command may take.
 pub const IP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The hook busybox `udhcpc -s` runs in a VM's namespace (the lab's and the tests'):
+/// configures what the lease says (address, MTU, default route) and prints it as
+/// `LEASE ip=... mask=... router=... mtu=...`.
+pub const UDHCPC_HOOK: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set dev "$interface" up
+    ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    if [ -n "$mtu" ]; then ip link set dev "$interface" mtu "$mtu"; fi
+    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+    echo "LEASE ip=$ip mask=$mask router=$router mtu=$mtu"
+    ;;
+esac
+exit 0
+"#;
+
 /// Runs `program args...`, capturing its output, killing it (and its process group) if it
 /// has not finished after `timeout`. The output is returned whatever the exit status.
 pub fn run(program: &str, args: &[&str], timeout: Duration) -> io::Result<Output> {

@@ -148,7 +148,7 @@ impl Lab {
     /// Writes udhcpc's hook script; returns its path.
     pub fn udhcpc_script(&mut self) -> String {
         let script = std::env::temp_dir().join(format!("{}-udhcpc.sh", self.prefix));
-        std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+        std::fs::write(&script, node::netns::UDHCPC_HOOK).unwrap();
         self.files.push(script.clone());
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
@@ -204,24 +204,6 @@ pub fn mac_str(m: MacAddr) -> String {
         b[0], b[1], b[2], b[3], b[4], b[5]
     )
 }
-
-const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
-# udhcpc's hook: configure what the lease says and print it.
-case "$1" in
-  deconfig)
-    ip -4 addr flush dev "$interface"
-    ip link set dev "$interface" up
-    ;;
-  bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/$mask" dev "$interface"
-    if [ -n "$mtu" ]; then ip link set dev "$interface" mtu "$mtu"; fi
-    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
-    echo "LEASE ip=$ip mask=$mask router=$router mtu=$mtu"
-    ;;
-esac
-exit 0
-"#;
 
 /// Runs busybox udhcpc on `eth0` of `ns` and checks the lease and what it configured.
 pub fn dhcp(ns: &Netns, script: &str, vip: Ipv4Addr, prefix: u8, router: &str, mtu: u16) {
