@@ -84,7 +84,9 @@ pub struct AgentConfig {
     /// is dropped.
     pub hold_timeout_ms: u64,
     /// How many packets may wait at once, and how many per address (a destination being
-    /// resolved, or a node waiting for a port block).
+    /// resolved, or a node waiting for a port block): enough for a VM's first burst of
+    /// connections (a browser opens a dozen at once) to wait whole rather than lose its
+    /// SYNs to a second's retransmission. Preallocated, `MIN_BUFFER` bytes each.
     pub hold_capacity: usize,
     pub hold_per_address: usize,
     /// Most NAT flows tracked at once, over all nodes.
@@ -116,8 +118,8 @@ impl AgentConfig {
             mapping_ttl_ms: 60_000,
             resolve_retry_ms: 1_000,
             hold_timeout_ms: 3_000,
-            hold_capacity: 64,
-            hold_per_address: 4,
+            hold_capacity: 256,
+            hold_per_address: 32,
             max_nat_flows: 262_144,
             max_connections_per_node: 16_384,
             probe_interval_ms: 500,

@@ -1119,12 +1119,17 @@ fn unknown_sender_is_held_until_the_manager_vouches_for_it() {
 fn holding_is_bounded_and_times_out() {
     let mut dc = Dc::with_mappings(false);
     let a = dc.a;
-    for i in 0..4 {
+    let per = dc.h1.config().hold_per_address;
+    for i in 0..per {
         let (v, _) = from_vm(&mut dc.h1, a.port, &ping(&a, dc.b.vip, dc.b.mac, 64));
         assert_eq!(v, Verdict::Held, "{i}");
     }
     let (v, _) = from_vm(&mut dc.h1, a.port, &ping(&a, dc.b.vip, dc.b.mac, 64));
-    assert_eq!(v, Verdict::Drop(DropReason::HoldQueueFull), "4 per address");
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::HoldQueueFull),
+        "{per} per address"
+    );
     dc.h1.tick(Instant::from_millis(1000));
     assert_eq!(
         dc.h1.poll_event(),
@@ -1142,7 +1147,7 @@ fn holding_is_bounded_and_times_out() {
         "asked again"
     );
     dc.h1.tick(Instant::from_millis(3000));
-    assert_eq!(dc.h1.stats().drops.get(DropReason::HoldTimeout), 4);
+    assert_eq!(dc.h1.stats().drops.get(DropReason::HoldTimeout), per as u64);
 }
 
 #[test]
@@ -2605,15 +2610,21 @@ fn waiting_for_a_block_is_bounded_per_node_and_overall() {
     let mut net_ = Internet::new();
     let a = net_.dc.a;
     without_block(&mut net_);
-    for sport in 40000..40004 {
+    let per = net_.dc.h1.config().hold_per_address as u16;
+    for sport in 40000..40000 + per {
         let v = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, sport, 80, 0x02)).0;
         assert_eq!(v, Verdict::Held, "{sport}");
     }
-    let v = from_vm(&mut net_.dc.h1, a.port, &to_internet(&a, 40004, 80, 0x02)).0;
+    let v = from_vm(
+        &mut net_.dc.h1,
+        a.port,
+        &to_internet(&a, 40000 + per, 80, 0x02),
+    )
+    .0;
     assert_eq!(
         v,
         Verdict::Drop(DropReason::PortBlockExhausted),
-        "4 per node"
+        "{per} per node"
     );
     assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)], "asked once");
     net_.dc.h1.apply(Change::PortBlocks {
@@ -2631,7 +2642,7 @@ fn waiting_for_a_block_is_bounded_per_node_and_overall() {
             u16::from_be_bytes([six[40], six[41]])
         })
         .collect();
-    assert_eq!(sports.len(), 4);
+    assert_eq!(sports.len(), per as usize);
 
     // Overall: packets waiting for mappings fill the queue; the node's packet, with its
     // own share untouched, finds no slot and is dropped. A block then releases nothing
