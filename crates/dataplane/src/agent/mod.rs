@@ -448,6 +448,17 @@ impl Network {
     fn uses_pool(&self, pool: u32) -> bool {
         self.targets().any(|t| t == RouteTarget::Pool(pool))
     }
+
+    /// The targets of the tables a node of `subnet` is routed by: its subnet's and the
+    /// network's.
+    fn node_targets(&self, subnet: Ipv4Cidr) -> impl Iterator<Item = RouteTarget> + '_ {
+        self.routes.targets().chain(
+            self.subnet_routes
+                .iter()
+                .filter(move |(s, _)| *s == subnet)
+                .flat_map(|(_, t)| t.targets()),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -480,6 +491,8 @@ pub struct Agent {
     /// Nodes for which a port block was asked, and when: outstanding until the node has
     /// a free port again.
     asked_blocks: HashMap<(NetworkId, Ipv4Addr), Instant>,
+    /// Nodes that have asked for a first port block (before any packet, or with one).
+    first_block_asked: HashSet<(NetworkId, Ipv4Addr)>,
     events: VecDeque<Event>,
     hold: HoldQueue,
     stats: AgentStats,
@@ -528,6 +541,7 @@ impl Agent {
             nat: SourceNat::new(cfg_nat_flows, NatTimeouts::default()),
             eips: HashSet::new(),
             asked_blocks: HashMap::new(),
+            first_block_asked: HashSet::new(),
             events: VecDeque::with_capacity(64),
             hold,
             stats: AgentStats::default(),
@@ -665,6 +679,7 @@ impl Agent {
                 if let Some(old) = self.ports.remove(&port) {
                     self.unset_local(old.network, old.vip);
                     self.asked_blocks.remove(&(old.network, old.vip));
+                    self.first_block_asked.remove(&(old.network, old.vip));
                 }
             }
             Change::Mapping {
@@ -861,6 +876,7 @@ impl Agent {
         }
         // After the timeouts: a block is asked again only for packets that still wait.
         self.port_block_waits(now);
+        self.ask_first_blocks(now);
         let retry = self.cfg.resolve_retry_ms;
         let mut again = Vec::new();
         for (k, at) in self.asked.iter_mut() {
@@ -1742,7 +1758,42 @@ impl Agent {
             .is_none_or(|at| now.since(*at) >= self.cfg.resolve_retry_ms);
         if due {
             self.asked_blocks.insert((network, vip), now);
+            self.first_block_asked.insert((network, vip));
             self.push_block_event(Event::NeedPortBlock { network, vip });
+        }
+    }
+
+    /// On every tick: a node of this worker routed to a NAT pool, without an elastic IP
+    /// and without a port block, asks for its first block once, before it sends. The
+    /// block then reaches the pool's edges (over their own watch streams) well before its
+    /// first packet does; asked only when that packet comes, the released packets raced
+    /// the block to the edges, and lost their SYNs to a second's retransmission where
+    /// they won (seen with 20 connections opened at once through an anycast pool).
+    fn ask_first_blocks(&mut self, now: Instant) {
+        let mut want = Vec::new();
+        for n in self.ports.values() {
+            let key = (n.network, n.vip);
+            if !self.owns(n.port)
+                || self.first_block_asked.contains(&key)
+                || self.eips.contains(&key)
+                || self.nat.has_blocks(n.network, n.vip)
+            {
+                continue;
+            }
+            let routed_to_nat = self.networks.get(&n.network).is_some_and(|net| {
+                net.node_targets(n.subnet.cidr).any(|t| {
+                    matches!(t, RouteTarget::Pool(p)
+                        if self.pools.get(&p).is_some_and(|pool| pool.config().nat))
+                })
+            });
+            if routed_to_nat {
+                want.push(key);
+            }
+        }
+        for (network, vip) in want {
+            // Outstanding as any request (a packet meanwhile does not ask twice); with
+            // nothing waiting it is not repeated on a timer.
+            self.ask_block(network, vip, now);
         }
     }
 

@@ -2993,3 +2993,30 @@ fn arp_for_a_peer_not_known_yet_is_answered_as_soon_as_the_manager_answers() {
         (b.vip, b.mac, a.vip)
     );
 }
+
+#[test]
+fn a_node_routed_to_a_nat_pool_asks_for_its_first_block_before_it_sends() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    without_block(&mut net_);
+    // a has no block (b has an elastic IP, and lives on host 2): host 1 asks for a's on
+    // its next tick, once, with nothing sent yet.
+    net_.dc.h1.tick(Instant::from_millis(100));
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    // Its first packet before the answer waits, and does not ask again.
+    let v = from_vm_at(
+        &mut net_.dc.h1,
+        a.port,
+        &to_internet(&a, 40000, 80, 0x02),
+        Instant::from_millis(500),
+    )
+    .0;
+    assert_eq!(v, Verdict::Held);
+    assert_eq!(events(&mut net_.dc.h1), vec![]);
+    // Nothing waits any more (the packet timed out): not asked again.
+    net_.dc.h1.tick(Instant::from_millis(5000));
+    assert_eq!(events(&mut net_.dc.h1), vec![], "asked once");
+    // Host 2's b has its elastic IP: nothing to ask.
+    net_.dc.h2.tick(Instant::from_millis(100));
+    assert!(!events(&mut net_.dc.h2).contains(&need_block(&net_.dc.b)));
+}
