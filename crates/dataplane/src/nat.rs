@@ -201,6 +201,20 @@ impl SourceNat {
             .map_or(0, |n| n.blocks.iter().map(|b| b.free).sum())
     }
 
+    /// Nodes with blocks of which less than a quarter is free: time to ask for another,
+    /// before their next flows have to wait for it.
+    pub fn running_low(&self) -> impl Iterator<Item = (NetworkId, Ipv4Addr)> + '_ {
+        self.nodes.iter().filter_map(|(&key, n)| {
+            let total: usize = n
+                .blocks
+                .iter()
+                .map(|b| usize::from(b.block.last - b.block.first) + 1)
+                .sum();
+            let free: usize = n.blocks.iter().map(|b| b.free).sum();
+            (total > 0 && free * 4 < total).then_some(key)
+        })
+    }
+
     /// The public port of an outbound packet of `flow`, binding one for a new flow.
     pub fn outbound(
         &mut self,

@@ -493,6 +493,8 @@ pub struct Agent {
     asked_blocks: HashMap<(NetworkId, Ipv4Addr), Instant>,
     /// Nodes that have asked for a first port block (before any packet, or with one).
     first_block_asked: HashSet<(NetworkId, Ipv4Addr)>,
+    /// Nodes running low on ports that asked for another block, and when.
+    refill_asked: HashMap<(NetworkId, Ipv4Addr), Instant>,
     events: VecDeque<Event>,
     hold: HoldQueue,
     stats: AgentStats,
@@ -542,6 +544,7 @@ impl Agent {
             eips: HashSet::new(),
             asked_blocks: HashMap::new(),
             first_block_asked: HashSet::new(),
+            refill_asked: HashMap::new(),
             events: VecDeque::with_capacity(64),
             hold,
             stats: AgentStats::default(),
@@ -680,6 +683,7 @@ impl Agent {
                     self.unset_local(old.network, old.vip);
                     self.asked_blocks.remove(&(old.network, old.vip));
                     self.first_block_asked.remove(&(old.network, old.vip));
+                    self.refill_asked.remove(&(old.network, old.vip));
                 }
             }
             Change::Mapping {
@@ -732,6 +736,7 @@ impl Agent {
                 blocks,
             } => {
                 self.nat.set_blocks(network, vip, &blocks);
+                self.refill_asked.remove(&(network, vip));
                 self.release_port_block_waits(network, vip);
             }
             Change::SecurityGroups { port, groups } => {
@@ -877,6 +882,7 @@ impl Agent {
         // After the timeouts: a block is asked again only for packets that still wait.
         self.port_block_waits(now);
         self.ask_first_blocks(now);
+        self.refill_blocks(now);
         let retry = self.cfg.resolve_retry_ms;
         let mut again = Vec::new();
         for (k, at) in self.asked.iter_mut() {
@@ -1279,6 +1285,9 @@ impl Agent {
         Verdict::ToPort(port)
     }
 }
+
+/// How long a node running low on ports waits before asking for another block again.
+const REFILL_RETRY_MS: u64 = 5_000;
 
 /// The echo identifier of this agent's probes.
 const PROBE_IDENT: u16 = 0xca70;
@@ -1760,6 +1769,27 @@ impl Agent {
             self.asked_blocks.insert((network, vip), now);
             self.first_block_asked.insert((network, vip));
             self.push_block_event(Event::NeedPortBlock { network, vip });
+        }
+    }
+
+    /// On every tick: a node whose blocks are three quarters used asks for another (again
+    /// every [`REFILL_RETRY_MS`] while it stays low: the pool may be out of blocks), so
+    /// that its next flows find a port without waiting, and the new block reaches the
+    /// edges before they use it.
+    fn refill_blocks(&mut self, now: Instant) {
+        let low: Vec<(NetworkId, Ipv4Addr)> = self.nat.running_low().collect();
+        for key in low {
+            let due = self
+                .refill_asked
+                .get(&key)
+                .is_none_or(|at| now.since(*at) >= REFILL_RETRY_MS);
+            if due && !self.asked_blocks.contains_key(&key) {
+                self.refill_asked.insert(key, now);
+                self.push_block_event(Event::NeedPortBlock {
+                    network: key.0,
+                    vip: key.1,
+                });
+            }
         }
     }
 

@@ -3020,3 +3020,51 @@ fn a_node_routed_to_a_nat_pool_asks_for_its_first_block_before_it_sends() {
     net_.dc.h2.tick(Instant::from_millis(100));
     assert!(!events(&mut net_.dc.h2).contains(&need_block(&net_.dc.b)));
 }
+
+#[test]
+fn a_node_three_quarters_through_its_ports_asks_for_another_block_ahead() {
+    let mut net_ = Internet::new();
+    let a = net_.dc.a;
+    let size = usize::from(net_.block.last - net_.block.first) + 1;
+    // Flows up to three quarters of the block: not yet.
+    let ms = Instant::from_millis;
+    for sport in 0..(size * 3 / 4) as u16 {
+        let v = from_vm_at(
+            &mut net_.dc.h1,
+            a.port,
+            &to_internet(&a, 20000 + sport, 80, 0x02),
+            ms(10),
+        )
+        .0;
+        assert_eq!(v, Verdict::ToSubstrate);
+    }
+    net_.dc.h1.tick(ms(100));
+    assert_eq!(events(&mut net_.dc.h1), vec![]);
+    // One more: less than a quarter free. Asked on the next tick, once, and again only
+    // after a while if no block comes.
+    from_vm_at(
+        &mut net_.dc.h1,
+        a.port,
+        &to_internet(&a, 30000, 80, 0x02),
+        ms(150),
+    );
+    net_.dc.h1.tick(ms(200));
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    net_.dc.h1.tick(ms(300));
+    assert_eq!(events(&mut net_.dc.h1), vec![]);
+    net_.dc.h1.tick(ms(200 + REFILL_RETRY_MS));
+    assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    // A second block: plenty free, nothing asked.
+    let second = PortBlock {
+        public: net_.block.public,
+        first: 2048,
+        last: 3071,
+    };
+    net_.dc.h1.apply(Change::PortBlocks {
+        network: net(1),
+        vip: a.vip,
+        blocks: vec![net_.block, second],
+    });
+    net_.dc.h1.tick(ms(400 + 2 * REFILL_RETRY_MS));
+    assert_eq!(events(&mut net_.dc.h1), vec![]);
+}
