@@ -139,7 +139,13 @@ impl AgentConfig {
 /// The worker, of `workers`, that owns a port: reads and writes its device and keeps its
 /// node's connection and NAT state. The daemon and every worker's agent must agree on it.
 pub fn worker_of(port: PortId, workers: u16) -> u16 {
-    (port.0 % u32::from(workers.max(1))) as u16
+    let n = u32::from(workers.max(1));
+    // A mask where it can be (one worker, or a power of two): no division per packet.
+    if n.is_power_of_two() {
+        (port.0 & (n - 1)) as u16
+    } else {
+        (port.0 % n) as u16
+    }
 }
 
 /// A subnet of a virtual network; its gateway (`.1`) is the virtual router.
