@@ -1243,25 +1243,19 @@ impl Agent {
                 // substrate for a local destination (a worker hands such packets over).
                 return Verdict::Drop(DropReason::SpoofedSource);
             }
-            let sender = self.lookup(src.network, src.vip, now);
-            let sender_mac = match sender {
-                Lookup::Local(p) if from_worker => Some(self.ports[&p].mac),
-                Lookup::Remote(m) if !from_worker && m.locator == src.locator => Some(m.mac),
-                _ => None,
-            };
-            match (sender_mac, sender) {
-                (Some(mac), _) => {
-                    if !peer && node.subnet.cidr.contains(src.vip) {
-                        mac
-                    } else {
-                        self.cfg.router_mac
-                    }
-                }
-                (None, Lookup::Unknown) => {
+            let sender_mac = match self.lookup(src.network, src.vip, now) {
+                Lookup::Local(p) if from_worker => self.ports[&p].mac,
+                Lookup::Remote(m) if !from_worker && m.locator == src.locator => m.mac,
+                Lookup::Unknown if !from_worker => {
                     let wait = Wait::Mapping(src.network, src.vip);
                     return self.hold_packet(Origin::Substrate, wait, pkt, vnet, now);
                 }
                 _ => return Verdict::Drop(DropReason::SpoofedSource),
+            };
+            if !peer && node.subnet.cidr.contains(src.vip) {
+                sender_mac
+            } else {
+                self.cfg.router_mac
             }
         };
         let mut vnet = vnet;
