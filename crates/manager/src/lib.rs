@@ -108,6 +108,16 @@ pub struct Metrics {
     pub resolve_not_found: AtomicU64,
     /// Resolutions refused by authorisation.
     pub resolve_refused: AtomicU64,
+    /// Resolution answers found in the cache.
+    pub resolve_cache_hits: AtomicU64,
+    /// Resolution answers read from the store.
+    pub resolve_cache_misses: AtomicU64,
+    /// Port blocks assigned.
+    pub port_blocks_assigned: AtomicU64,
+    /// Port block requests refused because the pool had none left.
+    pub port_blocks_exhausted: AtomicU64,
+    /// Watch streams open now.
+    pub watch_streams: AtomicU64,
 }
 
 /// Everything a request handler needs; cheap to clone.

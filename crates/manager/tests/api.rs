@@ -852,6 +852,14 @@ async fn resolve_is_authorised_and_counted() {
         assert_eq!(stats["resolve_refused"], 2);
         assert_eq!(stats["resolve_not_found"], 1);
         assert_eq!(s.get("/v1/stats", &ta).await.0, 404);
+        // The same on /metrics, for Prometheus; the first answer was read from the store,
+        // the next two from the cache, and so was the miss (from the store).
+        assert_eq!(s.metric("canopy_manager_resolves_total{result=\"ok\"}").await, 3);
+        assert_eq!(s.metric("canopy_manager_resolves_total{result=\"refused\"}").await, 2);
+        assert_eq!(s.metric("canopy_manager_resolves_total{result=\"not_found\"}").await, 1);
+        assert_eq!(s.metric("canopy_manager_resolve_cache_total{result=\"hit\"}").await, 2);
+        assert_eq!(s.metric("canopy_manager_resolve_cache_total{result=\"miss\"}").await, 2);
+        assert_eq!(s.metric("canopy_manager_revision").await, s.store.revision().await.unwrap());
         s.stop().await;
     })
     .await;
@@ -1468,6 +1476,10 @@ async fn port_blocks_are_assigned_disjoint_logged_and_looked_up() {
         assert_error(&s.post(&blocks(&n3), &agent1, json!({"pool_id": one})).await, 409, "exhausted", None);
         // n1's ports overlap the only block of `one`: none for n1 there.
         assert_error(&s.post(&blocks(&n1), &agent1, json!({"pool_id": one})).await, 409, "exhausted", None);
+        // Prometheus sees the same: four assigned and held, two refused for want of ports.
+        assert_eq!(s.metric("canopy_manager_port_block_requests_total{result=\"assigned\"}").await, 4);
+        assert_eq!(s.metric("canopy_manager_port_block_requests_total{result=\"exhausted\"}").await, 2);
+        assert_eq!(s.metric("canopy_manager_port_blocks").await, 4);
         // Listing: admin, the agent, the tenant; not B nor another agent.
         for (tok, want) in [(ADMIN, 200), (agent1.as_str(), 200), (ta.as_str(), 200), (tb.as_str(), 404), (agent2.as_str(), 404)] {
             let (st, v) = s.get(&blocks(&n1), tok).await;

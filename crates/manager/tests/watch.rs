@@ -312,6 +312,7 @@ async fn edge_watch_is_scoped_to_its_pool_and_ends_on_timeout_or_removal() {
         );
         let mut st = Watch::open(&s, &sv(&edge, "credential"), "?timeout_secs=1").await;
         let snap = st.until(|e| e["type"] == "synced").await;
+        assert_eq!(s.metric("canopy_manager_watch_streams").await, 1, "one stream open");
         assert_eq!(upserted(&snap, "network"), vec![w.n2.clone()]);
         assert_eq!(upserted(&snap, "route"), vec![route]);
         assert_eq!(upserted(&snap, "edge").len(), 1);
@@ -320,6 +321,7 @@ async fn edge_watch_is_scoped_to_its_pool_and_ends_on_timeout_or_removal() {
         let t0 = std::time::Instant::now();
         assert_eq!(st.next().await, None);
         assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(s.metric("canopy_manager_watch_streams").await, 0, "none open");
         // Removing the edge (and so its credential) ends its stream.
         let mut st = Watch::open(&s, &sv(&edge, "credential"), "").await;
         st.until(|e| e["type"] == "synced").await;

@@ -142,6 +142,7 @@ pub fn router(state: AppState) -> Router {
     let doc = openapi_json();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
             get(move || async move { ([("content-type", "application/json")], doc) }),
@@ -299,6 +300,100 @@ async fn log_request(req: Request, next: Next) -> Response {
         "request"
     );
     resp
+}
+
+/// Prometheus metrics of this replica (text format 0.0.4). Counts only, nothing that
+/// names a tenant or an address, so, like `/healthz`, it needs no token: scrape it from
+/// the network the manager listens on.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &st.metrics;
+    let revision = st.store.revision().await.unwrap_or(-1);
+    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM port_blocks")
+        .fetch_one(st.store.pool())
+        .await
+        .unwrap_or(-1);
+    // (name, type, help, [(labels, value)])
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(&'static str, i64)>,
+    );
+    let families: [Family; 6] = [
+        (
+            "canopy_manager_revision",
+            "gauge",
+            "The store's revision (every write adds one).",
+            vec![("", revision)],
+        ),
+        (
+            "canopy_manager_resolves_total",
+            "counter",
+            "Address resolutions by result.",
+            vec![
+                ("result=\"ok\"", m.resolve_ok.load(Relaxed) as i64),
+                (
+                    "result=\"not_found\"",
+                    m.resolve_not_found.load(Relaxed) as i64,
+                ),
+                ("result=\"refused\"", m.resolve_refused.load(Relaxed) as i64),
+            ],
+        ),
+        (
+            "canopy_manager_resolve_cache_total",
+            "counter",
+            "Resolution answers found in the cache (hit) or read from the store (miss).",
+            vec![
+                ("result=\"hit\"", m.resolve_cache_hits.load(Relaxed) as i64),
+                (
+                    "result=\"miss\"",
+                    m.resolve_cache_misses.load(Relaxed) as i64,
+                ),
+            ],
+        ),
+        (
+            "canopy_manager_port_block_requests_total",
+            "counter",
+            "Port block requests: assigned, or refused because the pool had none left.",
+            vec![
+                (
+                    "result=\"assigned\"",
+                    m.port_blocks_assigned.load(Relaxed) as i64,
+                ),
+                (
+                    "result=\"exhausted\"",
+                    m.port_blocks_exhausted.load(Relaxed) as i64,
+                ),
+            ],
+        ),
+        (
+            "canopy_manager_port_blocks",
+            "gauge",
+            "Port blocks held by nodes now.",
+            vec![("", blocks)],
+        ),
+        (
+            "canopy_manager_watch_streams",
+            "gauge",
+            "Watch streams open now (agents, edges).",
+            vec![("", m.watch_streams.load(Relaxed) as i64)],
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, samples) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let labels = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// Liveness and store reachability.

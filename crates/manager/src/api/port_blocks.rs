@@ -203,6 +203,9 @@ pub async fn create_block(
         }
     }
     let Some((addr, first, last)) = chosen else {
+        st.metrics
+            .port_blocks_exhausted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::conflict(
             "exhausted",
             None,
@@ -259,6 +262,9 @@ pub async fn create_block(
     tx.record("port_block", Op::Create, &b.id, Some(&b.network_id), &b)
         .await?;
     tx.commit().await?;
+    st.metrics
+        .port_blocks_assigned
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(block = %b.id, node = %b.node_id, address = %b.address, ports = %format!("{first}-{last}"), "port block assigned");
     Ok((StatusCode::CREATED, Json(b)))
 }

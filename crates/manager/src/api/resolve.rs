@@ -57,8 +57,16 @@ pub async fn resolve(
         return Err(ApiError::not_found(None, "address"));
     }
     let answer = match st.cache.answer(rev, &req.network_id, ip) {
-        Some(a) => a,
+        Some(a) => {
+            st.metrics
+                .resolve_cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            a
+        }
         None => {
+            st.metrics
+                .resolve_cache_misses
+                .fetch_add(1, Ordering::Relaxed);
             let a = lookup(&st, &req.network_id, ip).await?;
             st.cache
                 .put_answer(rev, req.network_id.clone(), ip, a.clone());

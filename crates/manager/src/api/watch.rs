@@ -186,6 +186,7 @@ pub async fn watch(
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(64);
     let deadline = Instant::now() + Duration::from_secs(timeout);
     tracing::info!(principal = ?p, since, "watch stream opened");
+    let open = OpenStream::new(st.metrics.clone());
     tokio::spawn(async move {
         let mut w = Watcher {
             st,
@@ -193,7 +194,11 @@ pub async fn watch(
             tx,
             scope: BTreeMap::new(),
         };
-        match w.run(since, deadline).await {
+        let ended = w.run(since, deadline).await;
+        // Counted closed before the client sees the end (when `w`'s sender goes).
+        drop(open);
+        drop(w);
+        match ended {
             Ok(()) | Err(End::Closed) => {}
             Err(End::Store(e)) => tracing::warn!(error = %e, "watch stream ended by a store error"),
         }
@@ -207,6 +212,25 @@ pub async fn watch(
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response())
+}
+
+/// Counts a watch stream as open for as long as it lives.
+struct OpenStream(std::sync::Arc<crate::Metrics>);
+
+impl OpenStream {
+    fn new(m: std::sync::Arc<crate::Metrics>) -> Self {
+        m.watch_streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream(m)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0
+            .watch_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 enum End {

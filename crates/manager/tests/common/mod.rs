@@ -189,6 +189,23 @@ impl Server {
         )
     }
 
+    /// The Prometheus sample `name` (with its labels) from `/metrics`, which needs no
+    /// token.
+    pub async fn metric(&self, name: &str) -> i64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     /// Sends a JSON body.
     pub async fn call(
         &self,
