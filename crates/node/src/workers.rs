@@ -79,7 +79,12 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("canopy-worker-{i}"))
                 .spawn(move || {
-                    let r = run_worker(agent, dev, handoff, stats_tx, cmd_rx, events, stop);
+                    // A worker that panics ends the daemon as one whose device failed,
+                    // rather than leaving its ports unserved behind a live process.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_worker(agent, dev, handoff, stats_tx, cmd_rx, events, stop)
+                    }))
+                    .unwrap_or_else(|_| Err(io::Error::other("the worker panicked")));
                     let _ = ended.send((i, r));
                 })?;
             threads.push(thread);
