@@ -1777,7 +1777,18 @@ impl Agent {
     /// that its next flows find a port without waiting, and the new block reaches the
     /// edges before they use it.
     fn refill_blocks(&mut self, now: Instant) {
-        let low: Vec<(NetworkId, Ipv4Addr)> = self.nat.running_low().collect();
+        // Only for nodes of this worker: the others' saved flows, imported by every worker
+        // at a restart, are not this worker's to refill.
+        let low: Vec<(NetworkId, Ipv4Addr)> = self
+            .nat
+            .running_low()
+            .filter(|k| {
+                self.cache
+                    .get(k)
+                    .and_then(|e| e.local)
+                    .is_some_and(|p| self.owns(p))
+            })
+            .collect();
         for key in low {
             let due = self
                 .refill_asked

@@ -3068,3 +3068,57 @@ fn a_node_three_quarters_through_its_ports_asks_for_another_block_ahead() {
     net_.dc.h1.tick(ms(400 + 2 * REFILL_RETRY_MS));
     assert_eq!(events(&mut net_.dc.h1), vec![]);
 }
+
+#[test]
+fn only_a_nodes_own_worker_asks_for_more_ports_even_with_its_flows_imported_elsewhere() {
+    let dc = Dc::new();
+    let a = dc.a; // port 1: worker 1's
+    let block = PortBlock {
+        public: ip(PUBLIC),
+        first: 1024,
+        last: 1031,
+    };
+    let nat_pool = |h: &mut Agent| {
+        h.apply(Change::Pool {
+            id: 1,
+            config: PoolConfig {
+                nat: true,
+                ..PoolConfig::default()
+            },
+            members: members([MemberState::Active; 2]),
+        });
+        h.apply(Change::Route {
+            network: net(1),
+            subnet: None,
+            cidr: Ipv4Cidr::DEFAULT,
+            target: RouteTarget::Pool(1),
+        });
+        h.apply(Change::PortBlocks {
+            network: net(1),
+            vip: a.vip,
+            blocks: vec![block],
+        });
+    };
+    let ((mut w0, ..), (mut w1, ..)) = (worker(0, &dc), worker(1, &dc));
+    nat_pool(&mut w0);
+    nat_pool(&mut w1);
+    let ms = Instant::from_millis;
+    for sport in 0..7u16 {
+        let v = from_vm_at(
+            &mut w1,
+            a.port,
+            &to_internet(&a, 40000 + sport, 80, 0x02),
+            ms(10),
+        )
+        .0;
+        assert_eq!(v, Verdict::ToSubstrate);
+    }
+    // A restart gives every worker the saved flows; only a's own worker asks for more.
+    let saved = w1.export_nat(ms(20));
+    assert_eq!(w0.export_nat(ms(20)), vec![], "worker 0 saves none of a's");
+    w0.import_nat(&saved, ms(20));
+    w0.tick(ms(100));
+    w1.tick(ms(100));
+    assert!(!events(&mut w0).contains(&need_block(&a)));
+    assert_eq!(events(&mut w1), vec![need_block(&a)]);
+}
