@@ -385,6 +385,10 @@ struct Daemon {
     counters: Arc<ControlCounters>,
     blocks_gauge: Arc<std::sync::atomic::AtomicU64>,
     names: Arc<std::sync::RwLock<EdgeNames>>,
+    /// Resolves asked of the manager and not answered yet: every worker misses on its
+    /// own, and one answer goes to all of them.
+    resolving:
+        Arc<std::sync::Mutex<std::collections::HashSet<(model::NetworkId, std::net::Ipv4Addr)>>>,
 }
 
 impl Daemon {
@@ -510,11 +514,24 @@ impl Daemon {
                 let Some(net) = self.catalog.network_by_vni(network).map(str::to_string) else {
                     return;
                 };
+                let resolving = self.resolving.clone();
+                let first = resolving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((network, ip));
+                if !first {
+                    return;
+                }
                 let client = self.client.clone();
                 let commands = self.commands.clone();
                 let counters = self.counters.clone();
                 tokio::spawn(async move {
-                    let mapping = match client.resolve(&net, ip).await {
+                    let answer = client.resolve(&net, ip).await;
+                    resolving
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(network, ip));
+                    let mapping = match answer {
                         Ok(Some(r)) => {
                             let m = r
                                 .locator
@@ -837,6 +854,7 @@ pub async fn run_agent(
         counters,
         blocks_gauge,
         names,
+        resolving: Arc::default(),
     };
     d.converge().await;
     let keep: Vec<String> = d.devices.values().map(|p| p.name.clone()).collect();
