@@ -347,28 +347,13 @@ impl AgentLoop {
                 }
                 Ok(Ok(n)) => n,
             };
-            if n < VNET_HDR_LEN {
-                stats.rx_errors += 1;
-                continue;
-            }
-            stats.rx_packets += 1;
-            stats.rx_bytes += (n - VNET_HDR_LEN) as u64;
-            let Ok(mut hdr) = VirtioNetHdr::parse(&buf[at..HEADROOM]) else {
-                stats.rx_errors += 1;
-                continue;
-            };
             let now = Instant::from_millis(clock.elapsed().as_millis() as u64);
-            let mut pkt = PacketBuf::new(buf, HEADROOM, at + n);
-            let v = match source {
-                Source::Port(p) => agent.from_vm(p, &mut pkt, Some(&mut hdr), now),
-                Source::Substrate | Source::Worker(Origin::Substrate) => {
-                    agent.from_substrate(&mut pkt, Some(&mut hdr), now)
-                }
-                Source::Worker(Origin::Vm) => agent.from_worker(&mut pkt, Some(&mut hdr), now),
-            };
-            let range = pkt.range();
-            emit(io.out(), &mut stats, v, source, &hdr, &buf[range]);
-            drain(agent, io.out(), &mut stats, buf, now);
+            let out = io.out();
+            if let Some((dev, hdr, range)) = handle(agent, out, &mut stats, source, buf, n, now) {
+                send(dev, &mut stats, &hdr, &buf[range]);
+            }
+            // After the packet is out: the held packets come back through the same buffer.
+            drain(agent, out, &mut stats, buf, now);
         }
         io.stats.add(&stats);
         io.wake_others();
@@ -398,26 +383,11 @@ impl AgentLoop {
         let mut stats = IoStats::default();
         let out = io.out();
         let end = batch.run(which, dev.get_ref().as_raw_fd(), at, |slot, n| {
-            if n < VNET_HDR_LEN {
-                stats.rx_errors += 1;
-                return None;
-            }
-            stats.rx_packets += 1;
-            stats.rx_bytes += (n - VNET_HDR_LEN) as u64;
-            let Ok(mut hdr) = VirtioNetHdr::parse(&slot[at..HEADROOM]) else {
-                stats.rx_errors += 1;
-                return None;
-            };
             let now = Instant::from_millis(clock.elapsed().as_millis() as u64);
-            let mut pkt = PacketBuf::new(slot, HEADROOM, at + n);
-            let v = match source {
-                Source::Port(p) => agent.from_vm(p, &mut pkt, Some(&mut hdr), now),
-                _ => agent.from_substrate(&mut pkt, Some(&mut hdr), now),
-            };
-            let range = pkt.range();
-            let to = target(out, &mut stats, v, source, &hdr, &slot[range.clone()]);
+            let to = handle(agent, out, &mut stats, source, slot, n, now);
+            // The slot is not `buf`: held packets may go out before this one.
             drain(agent, out, &mut stats, buf, now);
-            to.map(|(dev, h)| (dev, h, range))
+            to
         });
         stats.tx_packets += end.tx_packets;
         stats.tx_bytes += end.tx_bytes;
@@ -525,6 +495,42 @@ impl<'a> Out<'a> {
     fn port(self, id: PortId) -> Option<&'a Device> {
         self.index.get(&id).map(|&i| self.ports[i].dev.get_ref())
     }
+}
+
+/// One packet read from a device into `slot` (`n` bytes, its `virtio_net_hdr` first,
+/// ending at [`HEADROOM`]): handled by the agent; where it goes, with the header it goes
+/// with, and where in the slot it now is.
+fn handle<'a>(
+    agent: &mut Agent,
+    out: Out<'a>,
+    stats: &mut IoStats,
+    source: Source,
+    slot: &mut [u8],
+    n: usize,
+    now: Instant,
+) -> Option<(&'a Device, VirtioNetHdr, std::ops::Range<usize>)> {
+    if n < VNET_HDR_LEN {
+        stats.rx_errors += 1;
+        return None;
+    }
+    stats.rx_packets += 1;
+    stats.rx_bytes += (n - VNET_HDR_LEN) as u64;
+    let at = HEADROOM - VNET_HDR_LEN;
+    let Ok(mut hdr) = VirtioNetHdr::parse(&slot[at..HEADROOM]) else {
+        stats.rx_errors += 1;
+        return None;
+    };
+    let mut pkt = PacketBuf::new(slot, HEADROOM, at + n);
+    let v = match source {
+        Source::Port(p) => agent.from_vm(p, &mut pkt, Some(&mut hdr), now),
+        Source::Substrate | Source::Worker(Origin::Substrate) => {
+            agent.from_substrate(&mut pkt, Some(&mut hdr), now)
+        }
+        Source::Worker(Origin::Vm) => agent.from_worker(&mut pkt, Some(&mut hdr), now),
+    };
+    let range = pkt.range();
+    let (dev, hdr) = target(out, stats, v, source, &hdr, &slot[range.clone()])?;
+    Some((dev, hdr, range))
 }
 
 /// Writes a packet where its verdict says.
