@@ -1283,6 +1283,24 @@ struct Internet {
     block: PortBlock,
 }
 
+/// Network 1's default route to NAT pool 1 of two active edges.
+fn route_to_nat_pool(h: &mut Agent) {
+    h.apply(Change::Route {
+        network: net(1),
+        subnet: None,
+        cidr: Ipv4Cidr::DEFAULT,
+        target: RouteTarget::Pool(1),
+    });
+    h.apply(Change::Pool {
+        id: 1,
+        config: PoolConfig {
+            nat: true,
+            ..PoolConfig::default()
+        },
+        members: members([MemberState::Active; 2]),
+    });
+}
+
 impl Internet {
     fn new() -> Self {
         let mut dc = Dc::new();
@@ -1293,20 +1311,7 @@ impl Internet {
         };
         let (a, b) = (dc.a, dc.b);
         for h in [&mut dc.h1, &mut dc.h2] {
-            h.apply(Change::Route {
-                network: net(1),
-                subnet: None,
-                cidr: Ipv4Cidr::DEFAULT,
-                target: RouteTarget::Pool(1),
-            });
-            h.apply(Change::Pool {
-                id: 1,
-                config: PoolConfig {
-                    nat: true,
-                    ..PoolConfig::default()
-                },
-                members: members([MemberState::Active; 2]),
-            });
+            route_to_nat_pool(h);
         }
         dc.h1.apply(Change::PortBlocks {
             network: net(1),
@@ -3079,20 +3084,7 @@ fn only_a_nodes_own_worker_asks_for_more_ports_even_with_its_flows_imported_else
         last: 1031,
     };
     let nat_pool = |h: &mut Agent| {
-        h.apply(Change::Pool {
-            id: 1,
-            config: PoolConfig {
-                nat: true,
-                ..PoolConfig::default()
-            },
-            members: members([MemberState::Active; 2]),
-        });
-        h.apply(Change::Route {
-            network: net(1),
-            subnet: None,
-            cidr: Ipv4Cidr::DEFAULT,
-            target: RouteTarget::Pool(1),
-        });
+        route_to_nat_pool(h);
         h.apply(Change::PortBlocks {
             network: net(1),
             vip: a.vip,
