@@ -351,14 +351,14 @@ impl Edge {
         pkt: &mut PacketBuf<'_>,
         vnet: Option<&mut VirtioNetHdr>,
     ) -> EdgeVerdict {
-        if is_ipv6_multicast(pkt.as_slice()) {
-            // The substrate is unicast: this is the host kernel's own (MLD reports).
-            return EdgeVerdict::Drop(DropReason::Multicast);
-        }
         // The translator checks the header against the packet and drops a mismatch.
         let partial = vnet.as_deref().is_some_and(|v| v.needs_csum());
         let d = match self.translator.decode(pkt, vnet) {
             Ok(d) => d,
+            // The substrate is unicast: this is the host kernel's own (MLD reports).
+            Err(_) if is_ipv6_multicast(pkt.as_slice()) => {
+                return EdgeVerdict::Drop(DropReason::Multicast)
+            }
             Err(r) => return EdgeVerdict::Drop(r),
         };
         if d.dst.locator != self.locator && Some(d.dst.locator) != self.anycast {
@@ -422,11 +422,11 @@ impl Edge {
     }
 
     fn inbound(&mut self, pkt: &mut PacketBuf<'_>, vnet: Option<&mut VirtioNetHdr>) -> EdgeVerdict {
-        if is_ipv6_multicast(pkt.as_slice()) {
-            return EdgeVerdict::Drop(DropReason::Multicast);
-        }
         let ip = match Ipv4Packet::new_checked(pkt.as_slice()) {
             Ok(ip) => ip,
+            Err(_) if is_ipv6_multicast(pkt.as_slice()) => {
+                return EdgeVerdict::Drop(DropReason::Multicast)
+            }
             Err(_) if pkt.as_slice().first().is_some_and(|b| b >> 4 != 4) => {
                 return EdgeVerdict::Drop(DropReason::NotIpv4)
             }

@@ -1199,17 +1199,22 @@ impl Agent {
             }
             Err(e) => return Verdict::Drop(crate::siit::wire_err(e)),
         };
-        if ip6.dst_bytes()[0] == 0xff {
-            // The substrate is unicast; a host's kernel still reports its multicast
-            // groups (MLD) into the device as it comes up.
-            return Verdict::Drop(DropReason::Multicast);
-        }
         let src = model::SubstrateAddr::decode(ip6.src_bytes());
         let dst = model::SubstrateAddr::decode(ip6.dst_bytes());
+        // The substrate is unicast; a host's kernel still reports its multicast groups
+        // (MLD) into the device as it comes up. No multicast address is this host's
+        // locator, so that is looked at only off the main path.
+        let multicast = || ip6.dst_bytes()[0] == 0xff;
         if dst.network.get() == 0 {
+            if multicast() {
+                return Verdict::Drop(DropReason::Multicast);
+            }
             return self.probe_packet(pkt.as_slice());
         }
         if dst.locator != self.cfg.locator {
+            if multicast() {
+                return Verdict::Drop(DropReason::Multicast);
+            }
             return Verdict::Drop(DropReason::WrongLocator);
         }
         let Some(port) = self
