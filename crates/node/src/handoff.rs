@@ -93,15 +93,6 @@ impl Handoff {
             .collect()
     }
 
-    /// This worker's index.
-    pub fn me(&self) -> usize {
-        self.me
-    }
-
-    pub fn workers(&self) -> usize {
-        self.inboxes.len()
-    }
-
     /// Copies `pkt` into a buffer of worker `to`'s and queues it there (woken at the
     /// next [`wake`](Self::wake)).
     pub fn send(

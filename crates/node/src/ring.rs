@@ -162,12 +162,6 @@ impl Ring {
         self.queued > 0
     }
 
-    /// Room for more queued writes.
-    pub fn room(&mut self) -> usize {
-        let sq = self.ring.submission();
-        sq.capacity() - sq.len()
-    }
-
     /// Sends the queued writes in one call and waits for them: `done(tag, result)` for
     /// each (bytes written, or a negative errno). An error means the ring failed: writes
     /// may still be queued or in flight, so it must be dropped (which ends them) before

@@ -106,10 +106,6 @@ impl Workers {
         self.commands.clone()
     }
 
-    pub fn count(&self) -> usize {
-        self.stats.len()
-    }
-
     /// Each worker's counters, as last published.
     pub fn stats(&self) -> Vec<watch::Receiver<LoopStats>> {
         self.stats.clone()
