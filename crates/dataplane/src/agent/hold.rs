@@ -53,6 +53,9 @@ struct Slot {
 pub(super) struct HoldQueue {
     slots: Vec<Slot>,
     per_key: usize,
+    /// Slots in `State::Ready`: the packet loop asks for ready packets after every batch,
+    /// and almost always there are none, so that answer must not cost a scan.
+    ready: usize,
 }
 
 impl HoldQueue {
@@ -67,7 +70,11 @@ impl HoldQueue {
                 state: State::Free,
             })
             .collect();
-        HoldQueue { slots, per_key }
+        HoldQueue {
+            slots,
+            per_key,
+            ready: 0,
+        }
     }
 
     /// Keeps a copy of `bytes` until `key` is released; false if there is no room (no
@@ -101,6 +108,7 @@ impl HoldQueue {
         for s in &mut self.slots {
             if s.state == State::Waiting && s.key == key {
                 s.state = State::Ready;
+                self.ready += 1;
             }
         }
     }
@@ -133,11 +141,15 @@ impl HoldQueue {
         s.origin = origin;
         s.since = now;
         s.state = State::Ready;
+        self.ready += 1;
         true
     }
 
     /// Copies out the oldest ready packet.
     pub fn take_ready(&mut self, out: &mut [u8]) -> Option<(Origin, usize)> {
+        if self.ready == 0 {
+            return None;
+        }
         let s = self
             .slots
             .iter_mut()
@@ -145,6 +157,7 @@ impl HoldQueue {
             .min_by_key(|s| s.since)?;
         out[..s.len].copy_from_slice(&s.data[..s.len]);
         s.state = State::Free;
+        self.ready -= 1;
         Some((s.origin, s.len))
     }
 
@@ -162,5 +175,60 @@ impl HoldQueue {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> (Wait, Wait) {
+        let net = NetworkId::new(1).unwrap();
+        (
+            Wait::Mapping(net, Ipv4Addr::new(10, 0, 0, 2)),
+            Wait::PortBlock(net, Ipv4Addr::new(10, 0, 0, 3)),
+        )
+    }
+
+    #[test]
+    fn ready_packets_come_out_oldest_first_and_only_once_released() {
+        let (a, b) = keys();
+        let mut q = HoldQueue::new(4, 64, 4);
+        let mut out = [0u8; 64];
+        assert!(q.hold(Origin::Substrate, a, b"a1", Instant(1)));
+        assert!(q.hold(Origin::Substrate, b, b"b1", Instant(2)));
+        assert!(q.hold(Origin::Substrate, a, b"a2", Instant(3)));
+        assert!(q.take_ready(&mut out).is_none(), "nothing released yet");
+
+        q.release(a);
+        let (_, n) = q.take_ready(&mut out).unwrap();
+        assert_eq!(&out[..n], b"a1");
+        assert!(q.push_ready(Origin::Substrate, b"f", Instant(0)));
+        let (_, n) = q.take_ready(&mut out).unwrap();
+        assert_eq!(&out[..n], b"f", "the oldest ready packet goes first");
+        let (_, n) = q.take_ready(&mut out).unwrap();
+        assert_eq!(&out[..n], b"a2");
+        assert!(q.take_ready(&mut out).is_none(), "b1 still waits");
+
+        // Releasing twice, or a key with nothing waiting, readies nothing more.
+        q.release(a);
+        q.release(a);
+        assert!(q.take_ready(&mut out).is_none());
+        q.release(b);
+        let (_, n) = q.take_ready(&mut out).unwrap();
+        assert_eq!(&out[..n], b"b1");
+        assert!(q.take_ready(&mut out).is_none());
+        assert_eq!(q.free_slots(), 4);
+    }
+
+    #[test]
+    fn a_ready_packet_larger_than_the_buffer_stays_until_one_fits() {
+        let mut q = HoldQueue::new(2, 64, 2);
+        assert!(q.push_ready(Origin::Substrate, &[7u8; 40], Instant(0)));
+        let mut small = [0u8; 16];
+        assert!(q.take_ready(&mut small).is_none());
+        let mut big = [0u8; 64];
+        assert_eq!(q.take_ready(&mut big).map(|(_, n)| n), Some(40));
+        assert!(q.take_ready(&mut big).is_none());
     }
 }
