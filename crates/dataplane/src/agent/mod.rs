@@ -500,7 +500,9 @@ pub struct Agent {
     /// Nodes that have asked for a first port block (before any packet, or with one).
     first_block_asked: HashSet<(NetworkId, Ipv4Addr)>,
     /// Nodes running low on ports that asked for another block, and when.
-    refill_asked: HashMap<(NetworkId, Ipv4Addr), Instant>,
+    /// Nodes running low that asked for another block: when, and how long they wait
+    /// before asking again if none comes.
+    refill_asked: HashMap<(NetworkId, Ipv4Addr), (Instant, u64)>,
     events: VecDeque<Event>,
     hold: HoldQueue,
     stats: AgentStats,
@@ -1291,8 +1293,11 @@ impl Agent {
     }
 }
 
-/// How long a node running low on ports waits before asking for another block again.
+/// How long a node running low on ports first waits before asking for another block
+/// again; the wait doubles with each request no block answers (the pool is out of
+/// blocks, and the manager refuses each request), up to [`REFILL_RETRY_MAX_MS`].
 const REFILL_RETRY_MS: u64 = 5_000;
+const REFILL_RETRY_MAX_MS: u64 = 80_000;
 
 /// The echo identifier of this agent's probes.
 const PROBE_IDENT: u16 = 0xca70;
@@ -1777,10 +1782,11 @@ impl Agent {
         }
     }
 
-    /// On every tick: a node whose blocks are three quarters used asks for another (again
-    /// every [`REFILL_RETRY_MS`] while it stays low: the pool may be out of blocks), so
+    /// On every tick: a node whose blocks are three quarters used asks for another, so
     /// that its next flows find a port without waiting, and the new block reaches the
-    /// edges before they use it.
+    /// edges before they use it. While it stays low with no block coming (the pool may be
+    /// out of blocks), it asks again after [`REFILL_RETRY_MS`], then twice as long each
+    /// time, up to [`REFILL_RETRY_MAX_MS`]; any change of its blocks starts over.
     fn refill_blocks(&mut self, now: Instant) {
         // Only for nodes of this worker: the others' saved flows, imported by every worker
         // at a restart, are not this worker's to refill.
@@ -1795,12 +1801,12 @@ impl Agent {
             })
             .collect();
         for key in low {
-            let due = self
-                .refill_asked
-                .get(&key)
-                .is_none_or(|at| now.since(*at) >= REFILL_RETRY_MS);
+            let (due, wait) = match self.refill_asked.get(&key) {
+                None => (true, REFILL_RETRY_MS),
+                Some(&(at, wait)) => (now.since(at) >= wait, (wait * 2).min(REFILL_RETRY_MAX_MS)),
+            };
             if due && !self.asked_blocks.contains_key(&key) {
-                self.refill_asked.insert(key, now);
+                self.refill_asked.insert(key, (now, wait));
                 self.push_block_event(Event::NeedPortBlock {
                     network: key.0,
                     vip: key.1,

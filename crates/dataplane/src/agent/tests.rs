@@ -3059,6 +3059,18 @@ fn a_node_three_quarters_through_its_ports_asks_for_another_block_ahead() {
     assert_eq!(events(&mut net_.dc.h1), vec![]);
     net_.dc.h1.tick(ms(200 + REFILL_RETRY_MS));
     assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)]);
+    // Still no block (the pool is out of them): each wait twice the last, up to a bound.
+    let mut at = 200 + REFILL_RETRY_MS;
+    let mut wait = REFILL_RETRY_MS;
+    for _ in 0..6 {
+        wait = (wait * 2).min(REFILL_RETRY_MAX_MS);
+        net_.dc.h1.tick(ms(at + wait - 1));
+        assert_eq!(events(&mut net_.dc.h1), vec![], "asked before {wait} ms");
+        at += wait;
+        net_.dc.h1.tick(ms(at));
+        assert_eq!(events(&mut net_.dc.h1), vec![need_block(&a)], "{wait} ms");
+    }
+    assert_eq!(wait, REFILL_RETRY_MAX_MS);
     // A second block: plenty free, nothing asked.
     let second = PortBlock {
         public: net_.block.public,
@@ -3070,7 +3082,7 @@ fn a_node_three_quarters_through_its_ports_asks_for_another_block_ahead() {
         vip: a.vip,
         blocks: vec![net_.block, second],
     });
-    net_.dc.h1.tick(ms(400 + 2 * REFILL_RETRY_MS));
+    net_.dc.h1.tick(ms(at + 2 * REFILL_RETRY_MAX_MS));
     assert_eq!(events(&mut net_.dc.h1), vec![]);
 }
 
