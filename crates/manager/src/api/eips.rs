@@ -71,21 +71,16 @@ pub(crate) async fn load_pool(
 }
 
 async fn visible_eip(conn: &mut AnyConnection, p: &Principal, id: &str) -> ApiResult<ElasticIp> {
-    let row = sqlx::query(&format!("SELECT {EIP_COLS} FROM elastic_ips WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) => {
-            let e = eip_from(&r)?;
-            if p.sees_tenant(&e.tenant_id) {
-                Ok(e)
-            } else {
-                Err(ApiError::not_found(None, "elastic IP"))
-            }
-        }
-        None => Err(ApiError::not_found(None, "elastic IP")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {EIP_COLS} FROM elastic_ips WHERE id = $1"),
+        id,
+        eip_from,
+        |v| p.sees_tenant(&v.tenant_id),
+        None,
+        "elastic IP",
+    )
+    .await
 }
 
 /// The change body of an elastic IP that was just disassociated: its new state plus the

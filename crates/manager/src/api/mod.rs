@@ -421,6 +421,26 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// The one row `sql` selects by `id` (its only parameter), made into a `T` by `from`, if
+/// `visible` lets the caller see it. A row the caller may not see answers as a missing one
+/// does, 404 naming `what` (and `field` when the id came in a request body), so that
+/// another tenant's ids cannot be probed.
+pub(crate) async fn fetch_visible<T>(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    id: &str,
+    from: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    visible: impl FnOnce(&T) -> bool,
+    field: Option<&str>,
+    what: &str,
+) -> ApiResult<T> {
+    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
+    match row.map(|r| from(&r)).transpose()? {
+        Some(v) if visible(&v) => Ok(v),
+        _ => Err(ApiError::not_found(field, what)),
+    }
+}
+
 /// Checks a name: 1..=64 characters of `[A-Za-z0-9._-]`.
 pub(crate) fn validate_name(field: &str, name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()

@@ -91,21 +91,16 @@ pub(crate) async fn visible_network(
     id: &str,
     field: Option<&str>,
 ) -> ApiResult<Network> {
-    let row = sqlx::query(&format!("SELECT {NET_COLS} FROM networks WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) => {
-            let n = network_from(&r)?;
-            if p.sees_tenant(&n.tenant_id) {
-                Ok(n)
-            } else {
-                Err(ApiError::not_found(field, "network"))
-            }
-        }
-        None => Err(ApiError::not_found(field, "network")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {NET_COLS} FROM networks WHERE id = $1"),
+        id,
+        network_from,
+        |v| p.sees_tenant(&v.tenant_id),
+        field,
+        "network",
+    )
+    .await
 }
 
 /// The subnet `id` if the caller may see it.
@@ -115,23 +110,16 @@ pub(crate) async fn visible_subnet(
     id: &str,
     field: Option<&str>,
 ) -> ApiResult<Subnet> {
-    let row = sqlx::query(&format!(
-        "SELECT {SUB_COLS} FROM subnets s JOIN networks n ON n.id = s.network_id WHERE s.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(r) => {
-            let sn = subnet_from(&r)?;
-            if p.sees_tenant(&sn.tenant_id) {
-                Ok(sn)
-            } else {
-                Err(ApiError::not_found(field, "subnet"))
-            }
-        }
-        None => Err(ApiError::not_found(field, "subnet")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {SUB_COLS} FROM subnets s JOIN networks n ON n.id = s.network_id WHERE s.id = $1"),
+        id,
+        subnet_from,
+        |v| p.sees_tenant(&v.tenant_id),
+        field,
+        "subnet",
+    )
+    .await
 }
 
 /// Create a network. A tenant creates in its own tenant; the admin names `tenant_id`.

@@ -36,21 +36,16 @@ pub(crate) fn node_from(row: &AnyRow) -> Result<Node, sqlx::Error> {
 }
 
 async fn visible_node(conn: &mut AnyConnection, p: &Principal, id: &str) -> ApiResult<Node> {
-    let row = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) => {
-            let n = node_from(&r)?;
-            if p.sees_tenant(&n.tenant_id) {
-                Ok(n)
-            } else {
-                Err(ApiError::not_found(None, "node"))
-            }
-        }
-        None => Err(ApiError::not_found(None, "node")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"),
+        id,
+        node_from,
+        |v| p.sees_tenant(&v.tenant_id),
+        None,
+        "node",
+    )
+    .await
 }
 
 /// Create a node: VIP given (must be free, inside the subnet, not reserved) or the lowest

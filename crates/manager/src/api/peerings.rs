@@ -36,21 +36,16 @@ pub(crate) fn peering_from(row: &AnyRow) -> Result<Peering, sqlx::Error> {
 }
 
 async fn visible_peering(conn: &mut AnyConnection, p: &Principal, id: &str) -> ApiResult<Peering> {
-    let row = sqlx::query(&format!("SELECT {PEER_COLS} FROM peerings WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) => {
-            let pe = peering_from(&r)?;
-            if p.sees_tenant(&pe.tenant_id) || p.sees_tenant(&pe.peer_tenant_id) {
-                Ok(pe)
-            } else {
-                Err(ApiError::not_found(None, "peering"))
-            }
-        }
-        None => Err(ApiError::not_found(None, "peering")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {PEER_COLS} FROM peerings WHERE id = $1"),
+        id,
+        peering_from,
+        |v| p.sees_tenant(&v.tenant_id) || p.sees_tenant(&v.peer_tenant_id),
+        None,
+        "peering",
+    )
+    .await
 }
 
 /// One change record per side, so that watchers of either network get it.

@@ -80,21 +80,16 @@ fn parse_target(t: &str) -> ApiResult<Target> {
 }
 
 async fn visible_route(conn: &mut AnyConnection, p: &Principal, id: &str) -> ApiResult<Route> {
-    let row = sqlx::query(&format!("SELECT {ROUTE_COLS} FROM routes WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) => {
-            let rt = route_from(&r)?;
-            if p.sees_tenant(&rt.tenant_id) {
-                Ok(rt)
-            } else {
-                Err(ApiError::not_found(None, "route"))
-            }
-        }
-        None => Err(ApiError::not_found(None, "route")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {ROUTE_COLS} FROM routes WHERE id = $1"),
+        id,
+        route_from,
+        |v| p.sees_tenant(&v.tenant_id),
+        None,
+        "route",
+    )
+    .await
 }
 
 /// Add a route to a network's route table or a subnet's: one per destination and table,

@@ -57,23 +57,16 @@ async fn visible_sg(
     id: &str,
     field: Option<&str>,
 ) -> ApiResult<SecurityGroup> {
-    let row = sqlx::query(&format!(
-        "SELECT {SG_COLS} FROM security_groups WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(r) => {
-            let g = sg_from(&r)?;
-            if p.sees_tenant(&g.tenant_id) {
-                Ok(g)
-            } else {
-                Err(ApiError::not_found(field, "security group"))
-            }
-        }
-        None => Err(ApiError::not_found(field, "security group")),
-    }
+    super::fetch_visible(
+        conn,
+        &format!("SELECT {SG_COLS} FROM security_groups WHERE id = $1"),
+        id,
+        sg_from,
+        |v| p.sees_tenant(&v.tenant_id),
+        field,
+        "security group",
+    )
+    .await
 }
 
 /// Checks a rule's protocol and port range (ports for tcp/udp only, both or neither,
