@@ -12,7 +12,8 @@
 //! UDP; ARP for an unknown address; TTL expiry at the gateway; tenant isolation (captures);
 //! HTTP to the internet with the public address and port block; ping to the internet
 //! through NAT; path MTU; a spoofed
-//! substrate packet; an elastic IP behind a security group; a network ACL; 200 long-lived
+//! substrate packet; an elastic IP behind a security group; a network ACL denying egress;
+//! security groups between VMs in both directions; a network ACL denying ingress; 200 long-lived
 //! flows while an edge is added, one drained and one killed; an agent restart under
 //! VM-to-VM flows; two peered networks and an unpeered one (VMs added to the running lab);
 //! the manager killed. In anycast mode: flows through the pool, all of one VM's on one
@@ -781,6 +782,244 @@ fn acl_egress_deny(lab: &mut Lab) {
     );
 }
 
+/// One connection from inside `netns` to `to`: the echo server's first line (`peer
+/// <ip>:<port>`, the address it saw), or why there was none within 2 s.
+fn echo_hello(netns: &str, to: std::net::SocketAddr) -> Result<String, String> {
+    flows::in_netns(netns, move || {
+        let io = |what: &str, e| lab::Error::io(format!("{what} {to}"), e);
+        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+            .map_err(|e| io("connect", e))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| io("socket", e))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut line)
+            .map_err(|e| io("read", e))?;
+        Ok(line.trim().to_owned())
+    })
+    .join()
+    .unwrap()
+    .map_err(|e| e.to_string())
+}
+
+/// Tries `from` -> `to` until the drop counter `reason` of the agent in `host_ns` has
+/// grown by a refused attempt (the rules reach the agents through the manager's watch:
+/// bounded, 5 tries), then once more, which must be refused too. Panics if any attempt
+/// got through after the counter first moved, or if it never moved.
+fn refused(lab: &Lab, from: &str, to: std::net::SocketAddr, host_ns: &str, reason: &str) {
+    let name = format!("canopy_agent_drops_total{{reason=\"{reason}\"}}");
+    let ns = lab.state.vm(from).unwrap().netns.clone();
+    let before = metric(host_ns, &name);
+    let mut moved = false;
+    for _ in 0..5 {
+        let r = echo_hello(&ns, to);
+        if metric(host_ns, &name) > before && r.is_err() {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "{from} -> {to}: {reason} never counted ({before})");
+    let again = echo_hello(&ns, to);
+    let after = metric(host_ns, &name);
+    assert!(again.is_err(), "{from} -> {to} got through: {again:?}");
+    println!("  {from} -> {to}: refused, {reason} {before} -> {after}");
+}
+
+/// `from` -> `to` connects (tried for up to 10 s while rules travel), and the server saw
+/// `from`'s own address.
+fn reaches(lab: &Lab, from: &str, to: std::net::SocketAddr) {
+    let vm = lab.state.vm(from).unwrap();
+    let (ns, own) = (vm.netns.clone(), vm.vip.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        match echo_hello(&ns, to) {
+            Ok(l) => break l,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{from} -> {to}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert!(
+        line.starts_with(&format!("peer {own}:")),
+        "{from} -> {to}: the server saw {line:?}"
+    );
+    println!("  {from} -> {to}: connected, the server saw {own}");
+}
+
+/// Security groups between VMs, both directions, across hosts. a1 (h1) trades its
+/// default group for one that lets only TCP 8080 out and in; a3 (h2) gets the same group
+/// beside its default one. a1 -> a3:8080 and a3 -> a1:8080 connect (their answers come
+/// back through connection tracking: no rule names them); a1 -> a3:8081 is refused by
+/// a1's egress rules and a3 -> a1:8081 by a1's ingress rules, each counted as
+/// `sg_denied` by h1's agent. Everything is put back at the end, also after a failure.
+fn sg_between_vms(lab: &mut Lab) {
+    let t1 = lab
+        .state
+        .tenants
+        .iter()
+        .find(|t| t.name == "t1")
+        .unwrap()
+        .clone();
+    let (a1, a3) = (
+        lab.state.vm("a1").unwrap().clone(),
+        lab.state.vm("a3").unwrap().clone(),
+    );
+    let h1 = lab
+        .state
+        .hosts
+        .iter()
+        .find(|h| h.name == a1.host)
+        .unwrap()
+        .netns
+        .clone();
+    let api = lab.tenant_api("t1").unwrap();
+    let groups = api
+        .get(&format!("/v1/security-groups?network_id={}", t1.network_id))
+        .expect("list the groups");
+    let default = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "default")
+        .expect("the network's default group")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let g = api
+        .post(
+            "/v1/security-groups",
+            serde_json::json!({"network_id": t1.network_id, "name": "only-8080", "rules": [
+                {"direction": "egress", "protocol": "tcp", "port_from": 8080, "port_to": 8080,
+                 "remote_cidr": "10.0.0.0/8"},
+                {"direction": "ingress", "protocol": "tcp", "port_from": 8080, "port_to": 8080,
+                 "remote_cidr": "10.0.0.0/8"}
+            ]}),
+        )
+        .expect("create a security group");
+    let g = g["id"].as_str().unwrap().to_owned();
+    let servers: Vec<EchoServer> = [&a1, &a3]
+        .iter()
+        .flat_map(|vm| {
+            [8080, 8081].map(|port| {
+                EchoServer::start(&vm.netns, ([0, 0, 0, 0], port).into()).expect("echo server")
+            })
+        })
+        .collect();
+    let at = |vm: &lab::VmRecord, port: u16| -> std::net::SocketAddr {
+        (vm.vip.parse::<Ipv4Addr>().unwrap(), port).into()
+    };
+    let attach = |node: &str, group: &str| {
+        api.post(
+            &format!("/v1/nodes/{node}/security-groups"),
+            serde_json::json!({"group_id": group}),
+        )
+        .map(|_| ())
+    };
+    let detach = |node: &str, group: &str| {
+        api.delete(&format!("/v1/nodes/{node}/security-groups/{group}"))
+            .map(|_| ())
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        attach(&a1.id, &g).expect("attach the group to a1");
+        attach(&a3.id, &g).expect("attach the group to a3");
+        detach(&a1.id, &default).expect("detach a1's default group");
+        // a1's egress: 8081 refused where it leaves, at h1.
+        refused(lab, "a1", at(&a3, 8081), &h1, "sg_denied");
+        reaches(lab, "a1", at(&a3, 8080));
+        // a1's ingress: 8081 refused where it arrives, at h1.
+        refused(lab, "a3", at(&a1, 8081), &h1, "sg_denied");
+        reaches(lab, "a3", at(&a1, 8080));
+    }));
+    let undone = [
+        attach(&a1.id, &default),
+        detach(&a1.id, &g),
+        detach(&a3.id, &g),
+        api.delete(&format!("/v1/security-groups/{g}")).map(|_| ()),
+    ];
+    drop(servers);
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+    for u in undone {
+        u.expect("put the security groups back");
+    }
+}
+
+/// A network ACL on t1's subnet denies ingress TCP 8080 from a2 only (stateless, ordered:
+/// the deny rule comes before an allow-all): a2 -> a3:8080 is refused at a3's agent (h2)
+/// and counted as `acl_denied`, a1 -> a3:8080 still connects; emptying the ACL lets a2
+/// in again.
+fn acl_ingress_deny(lab: &mut Lab) {
+    let t1 = lab
+        .state
+        .tenants
+        .iter()
+        .find(|t| t.name == "t1")
+        .unwrap()
+        .clone();
+    let (a2, a3) = (
+        lab.state.vm("a2").unwrap().clone(),
+        lab.state.vm("a3").unwrap().clone(),
+    );
+    let h2 = lab
+        .state
+        .hosts
+        .iter()
+        .find(|h| h.name == a3.host)
+        .unwrap()
+        .netns
+        .clone();
+    let api = lab.tenant_api("t1").unwrap();
+    // a3 lets 8080 in from its own network, whatever the other checks left attached.
+    let g = api
+        .post(
+            "/v1/security-groups",
+            serde_json::json!({"network_id": t1.network_id, "name": "in-8080", "rules": [
+                {"direction": "ingress", "protocol": "tcp", "port_from": 8080, "port_to": 8080,
+                 "remote_cidr": "10.0.0.0/8"}
+            ]}),
+        )
+        .expect("create a security group");
+    let g = g["id"].as_str().unwrap().to_owned();
+    let server = EchoServer::start(&a3.netns, ([0, 0, 0, 0], 8080).into()).expect("echo server");
+    let to: std::net::SocketAddr = (a3.vip.parse::<Ipv4Addr>().unwrap(), 8080).into();
+    let acl = format!("/v1/subnets/{}/acl", t1.subnet_id);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        api.post(
+            &format!("/v1/nodes/{}/security-groups", a3.id),
+            serde_json::json!({"group_id": g}),
+        )
+        .expect("attach the group to a3");
+        reaches(lab, "a2", to);
+        api.put(
+            &acl,
+            serde_json::json!({"rules": [
+                {"number": 10, "action": "deny", "direction": "ingress", "protocol": "tcp",
+                 "port_from": 8080, "port_to": 8080, "cidr": format!("{}/32", a2.vip)},
+                {"number": 20, "action": "allow", "direction": "ingress", "protocol": "any", "cidr": "0.0.0.0/0"},
+                {"number": 30, "action": "allow", "direction": "egress", "protocol": "any", "cidr": "0.0.0.0/0"},
+            ]}),
+        )
+        .expect("set the ACL");
+        refused(lab, "a2", to, &h2, "acl_denied");
+        reaches(lab, "a1", to);
+        api.put(&acl, serde_json::json!({"rules": []}))
+            .expect("empty the ACL");
+        reaches(lab, "a2", to);
+    }));
+    let undone = [
+        api.put(&acl, serde_json::json!({"rules": []})).map(|_| ()),
+        api.delete(&format!("/v1/nodes/{}/security-groups/{g}", a3.id))
+            .map(|_| ()),
+        api.delete(&format!("/v1/security-groups/{g}")).map(|_| ()),
+    ];
+    server.stop();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+    for u in undone {
+        u.expect("put the ACL and groups back");
+    }
+}
+
 /// Something [`peering`] made, undone at its end in reverse order.
 enum Made {
     /// An API object (its path), deleted by tenant t1.
@@ -992,6 +1231,11 @@ fn lab_end_to_end() {
             ),
             ("elastic IP reachable from the internet", elastic_ip),
             ("network ACL denies egress port 80", acl_egress_deny),
+            (
+                "security groups between VMs, egress and ingress",
+                sg_between_vms,
+            ),
+            ("network ACL denies ingress from one VM", acl_ingress_deny),
             (
                 "200 flows through edge add, drain and kill -9",
                 flows_through_changes,
