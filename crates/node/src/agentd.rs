@@ -589,6 +589,8 @@ impl Daemon {
                     }
                 });
             }
+            // What worker 0 found of an edge: the workers' router gives it to the others.
+            Event::EdgeHealth { .. } => {}
         }
     }
 }

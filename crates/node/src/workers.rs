@@ -8,9 +8,11 @@
 //! and packets for it that another worker reads are handed there
 //! ([`crate::handoff`]). Commands go through one router task: configuration and resolve
 //! answers to every worker, a port's device to its owner, and questions (the NAT table,
-//! a sync) to all, with the answers put together.
+//! a sync) to all, with the answers put together. The workers' events go through it too:
+//! what the probing worker finds of the edges goes to every worker as a change (in
+//! order with the configuration), the rest to the daemon.
 
-use dataplane::agent::{worker_of, Agent, Event};
+use dataplane::agent::{worker_of, Agent, Change, Event};
 use dataplane::nat::SavedNode;
 use std::collections::BTreeMap;
 use std::io;
@@ -64,6 +66,7 @@ impl Workers {
             vec![None]
         };
         let (stop, stop_rx) = watch::channel(false);
+        let (worker_events, worker_events_rx) = mpsc::channel(QUEUE);
         let (ended_tx, ended) = mpsc::unbounded_channel();
         let mut senders = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
@@ -75,7 +78,7 @@ impl Workers {
             let (stats_tx, stats_rx) = watch::channel(LoopStats::default());
             senders.push(cmd_tx);
             stats.push(stats_rx);
-            let (events, stop, ended) = (events.clone(), stop_rx.clone(), ended_tx.clone());
+            let (events, stop, ended) = (worker_events.clone(), stop_rx.clone(), ended_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("canopy-worker-{i}"))
                 .spawn(move || {
@@ -90,7 +93,7 @@ impl Workers {
             threads.push(thread);
         }
         let (commands, rx) = mpsc::channel(QUEUE);
-        let router = tokio::spawn(route(rx, senders));
+        let router = tokio::spawn(route(rx, worker_events_rx, events, senders));
         Ok(Workers {
             commands,
             stats,
@@ -184,10 +187,31 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Sends each command where it belongs; ends when the commands' channel closes.
-async fn route(mut rx: mpsc::Receiver<Command>, workers: Vec<mpsc::Sender<Command>>) {
+/// Sends each command, and each event of the workers, where it belongs; ends when the
+/// commands' channel closes.
+async fn route(
+    mut rx: mpsc::Receiver<Command>,
+    mut worker_events: mpsc::Receiver<Event>,
+    events: mpsc::Sender<Event>,
+    workers: Vec<mpsc::Sender<Command>>,
+) {
     let n = workers.len() as u16;
-    while let Some(c) = rx.recv().await {
+    loop {
+        let c = tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+            Some(e) = worker_events.recv() => match e {
+                Event::EdgeHealth { locator, up } => {
+                    Command::Apply(Change::EdgeHealth { locator, up })
+                }
+                e => {
+                    let _ = events.send(e).await;
+                    continue;
+                }
+            },
+        };
         match c {
             Command::Apply(change) => {
                 for w in &workers {

@@ -96,7 +96,9 @@ pub struct AgentConfig {
     /// How often every member of the direct pools is probed (0: never). A member that
     /// misses `probe_misses` probes in a row is marked down in this agent's pools (its
     /// flows move, nobody else's) within `probe_interval_ms * (probe_misses + 1)` of its
-    /// last answer, and up again at its next answer.
+    /// last answer, and up again at its next answer. Of several workers, only worker 0
+    /// probes; it tells the others what it finds ([`Event::EdgeHealth`]), so that a host
+    /// probes each member once whatever its number of cores.
     pub probe_interval_ms: u64,
     pub probe_misses: u32,
     /// This agent is worker `worker` of `workers` that share the host's ports (one per
@@ -122,7 +124,7 @@ impl AgentConfig {
             hold_per_address: 32,
             max_nat_flows: 262_144,
             max_connections_per_node: 16_384,
-            probe_interval_ms: 500,
+            probe_interval_ms: 250,
             probe_misses: 3,
             worker: 0,
             workers: 1,
@@ -272,6 +274,12 @@ pub enum Change {
         vip: Ipv4Addr,
         public: Option<Ipv4Addr>,
     },
+    /// What the probing worker found of a pool member ([`Event::EdgeHealth`]): dead
+    /// (`up: false`) or alive again. The worker that probes ignores it.
+    EdgeHealth {
+        locator: Locator,
+        up: bool,
+    },
 }
 
 /// What to do with the packet now in the buffer.
@@ -307,6 +315,9 @@ pub enum Event {
     /// hold timeout); asked once per node, and again every `resolve_retry_ms` while
     /// packets wait.
     NeedPortBlock { network: NetworkId, vip: Ipv4Addr },
+    /// The probing worker (worker 0 of several) found a pool member dead (`up: false`)
+    /// or alive again: give it to the other workers as [`Change::EdgeHealth`].
+    EdgeHealth { locator: Locator, up: bool },
 }
 
 /// Counts of what the agent did, beyond drops.
@@ -581,6 +592,11 @@ impl Agent {
         self.owner(port) == self.cfg.worker
     }
 
+    /// Whether this worker probes the pool members: worker 0 does, for the host.
+    fn probes(&self) -> bool {
+        self.cfg.worker == 0
+    }
+
     /// This worker's probes' echo identifier: the answers come back to it.
     fn probe_ident(&self) -> u16 {
         PROBE_IDENT.wrapping_add(self.cfg.worker)
@@ -738,6 +754,17 @@ impl Agent {
                 self.pool_members.remove(&id);
                 self.rebuild_edge_locators();
             }
+            Change::EdgeHealth { locator, up } => {
+                let theirs = !self.probes();
+                if let Some(h) = self
+                    .health
+                    .get_mut(&locator)
+                    .filter(|h| theirs && h.down == up)
+                {
+                    h.down = !up;
+                    self.health_changed(locator);
+                }
+            }
             Change::PortBlocks {
                 network,
                 vip,
@@ -869,8 +896,15 @@ impl Agent {
     /// block requests asked again.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
-        if self.cfg.probe_interval_ms > 0 && now >= self.next_probe {
-            self.next_probe = now.plus_millis(self.cfg.probe_interval_ms);
+        if self.probes() && self.cfg.probe_interval_ms > 0 && now >= self.next_probe {
+            // On a fixed schedule: the daemon ticks every 100 ms, and counting from the
+            // tick would stretch 250 ms to 300 between rounds (and the time to find a
+            // dead edge with it); after a long stall, from now.
+            let interval = self.cfg.probe_interval_ms;
+            self.next_probe = self.next_probe.plus_millis(interval);
+            if self.next_probe <= now {
+                self.next_probe = now.plus_millis(interval);
+            }
             self.probe_round();
         }
         self.nat.expire(now);
@@ -1524,6 +1558,13 @@ impl Agent {
         self.count_down();
     }
 
+    /// The probing worker tells the others what it found of a member.
+    fn tell_health(&mut self, locator: Locator, up: bool) {
+        if self.cfg.workers > 1 {
+            self.queue_event(Event::EdgeHealth { locator, up });
+        }
+    }
+
     /// A probe round: a member whose previous probe went unanswered has missed one;
     /// every member gets a new probe, handed out by `take_ready`.
     fn probe_round(&mut self) {
@@ -1545,6 +1586,7 @@ impl Agent {
         }
         for l in died {
             self.health_changed(l);
+            self.tell_health(l, false);
         }
     }
 
@@ -1588,6 +1630,7 @@ impl Agent {
                     if h.down {
                         h.down = false;
                         self.health_changed(e.src);
+                        self.tell_health(e.src, true);
                     }
                 }
                 Verdict::Consumed
@@ -1778,7 +1821,7 @@ impl Agent {
         if due {
             self.asked_blocks.insert((network, vip), now);
             self.first_block_asked.insert((network, vip));
-            self.push_block_event(Event::NeedPortBlock { network, vip });
+            self.queue_event(Event::NeedPortBlock { network, vip });
         }
     }
 
@@ -1807,7 +1850,7 @@ impl Agent {
             };
             if due && !self.asked_blocks.contains_key(&key) {
                 self.refill_asked.insert(key, (now, wait));
-                self.push_block_event(Event::NeedPortBlock {
+                self.queue_event(Event::NeedPortBlock {
                     network: key.0,
                     vip: key.1,
                 });
@@ -1849,9 +1892,9 @@ impl Agent {
         }
     }
 
-    /// Queues a port block request; bounded as [`push_event`](Self::push_event), and not
-    /// counted as a resolve.
-    fn push_block_event(&mut self, e: Event) {
+    /// Queues a port block request or a health finding; bounded as
+    /// [`push_event`](Self::push_event), and not counted as a resolve.
+    fn queue_event(&mut self, e: Event) {
         if self.events.len() == self.events.capacity() {
             self.events.pop_front();
         }
@@ -1893,7 +1936,7 @@ impl Agent {
             true
         });
         for (network, vip) in again {
-            self.push_block_event(Event::NeedPortBlock { network, vip });
+            self.queue_event(Event::NeedPortBlock { network, vip });
         }
     }
 

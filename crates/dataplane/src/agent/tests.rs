@@ -1561,7 +1561,7 @@ impl Internet {
 fn an_edge_that_stops_answering_probes_loses_its_flows_within_the_bound_and_regains_new_ones() {
     let mut net_ = Internet::new();
     let cfg = net_.dc.h1.config().clone();
-    assert_eq!((cfg.probe_interval_ms, cfg.probe_misses), (500, 3));
+    assert_eq!((cfg.probe_interval_ms, cfg.probe_misses), (250, 3));
     let ms = Instant::from_millis;
     // 24 NATed flows, spread over both edges.
     let flows: Vec<u16> = (40000..40024).collect();
@@ -1580,9 +1580,11 @@ fn an_edge_that_stops_answering_probes_loses_its_flows_within_the_bound_and_rega
         net_.probe_at(ms(t), [true, true]);
     }
     let st = net_.dc.h1.stats().clone();
+    // Rounds at 0, 300, 500, 800 and 1000 ms (every 250 ms on a fixed schedule, seen by
+    // a clock that moves by 100 ms): 5 x 2 probes.
     assert_eq!(
         (st.probes_sent, st.probes_answered, st.members_down),
-        (6, 6, 0)
+        (10, 10, 0)
     );
 
     // Edge 0 stops answering after its answer at 1000 ms. Two misses are not enough.
@@ -2932,14 +2934,19 @@ fn a_substrate_packet_goes_to_the_worker_that_owns_its_node_untouched() {
 }
 
 #[test]
-fn each_worker_probes_with_its_own_identifier_and_gets_its_answers_back() {
+fn worker_zero_probes_for_the_host_and_the_other_workers_learn_what_it_finds() {
     let dc = Dc::new();
+    let a = dc.a; // port 1: worker 1's
     let ((mut w0, ..), (mut w1, ..)) = (worker(0, &dc), worker(1, &dc));
-    let pool = |h: &mut Agent| {
+    let config = PoolConfig {
+        nat: false,
+        ..PoolConfig::default()
+    };
+    for h in [&mut w0, &mut w1] {
         h.apply(Change::Pool {
             id: 7,
-            config: PoolConfig::default(),
-            members: members([MemberState::Active; 2])[..1].to_vec(),
+            config,
+            members: members([MemberState::Active; 2]),
         });
         h.apply(Change::Route {
             network: net(1),
@@ -2947,27 +2954,94 @@ fn each_worker_probes_with_its_own_identifier_and_gets_its_answers_back() {
             cidr: Ipv4Cidr::DEFAULT,
             target: RouteTarget::Pool(7),
         });
-        h.tick(Instant::from_millis(500));
-        let mut buf = vec![0u8; MIN_BUFFER];
-        let (r, n) = h.take_ready(&mut buf).expect("a probe");
-        assert_eq!(r, Ready::FromSubstrate);
-        buf.truncate(n);
-        buf
-    };
-    let (p0, p1) = (pool(&mut w0), pool(&mut w1));
-    let (e0, e1) = (probe::parse(&p0).unwrap(), probe::parse(&p1).unwrap());
-    assert_ne!(e0.ident, e1.ident);
-    for (w, p) in [(&mut w0, &p0), (&mut w1, &p1)] {
-        assert_eq!(from_substrate(w, p).0, Verdict::ToSubstrate, "sent");
     }
-    let mut r1 = p1.clone();
-    probe::answer(&mut r1);
-    assert_eq!(from_substrate(&mut w0, &r1).0, Verdict::ToWorker(1));
-    assert_eq!(from_substrate(&mut w1, &r1).0, Verdict::Consumed);
+    let ms = Instant::from_millis;
+    let (alive, dead) = (edge_loc(1), edge_loc(2));
+    let mut buf = vec![0u8; MIN_BUFFER];
+    for t in [500, 1000, 1500, 2000] {
+        // Worker 1 never probes.
+        w1.tick(ms(t));
+        assert!(w1.take_ready(&mut buf).is_none(), "worker 1 sent a probe");
+        // Worker 0 probes both edges; only the first answers, and its answer, read from
+        // the substrate by worker 1, goes to worker 0.
+        w0.tick(ms(t));
+        let mut probes = Vec::new();
+        while let Some((r, n)) = w0.take_ready(&mut buf) {
+            assert_eq!(r, Ready::FromSubstrate);
+            probes.push(buf[..n].to_vec());
+        }
+        assert_eq!(probes.len(), 2, "at {t} ms");
+        for p in &probes {
+            assert_eq!(from_substrate(&mut w0, p).0, Verdict::ToSubstrate, "sent");
+            let to = model::SubstrateAddr::decode(p[24..40].try_into().unwrap()).locator;
+            if to == alive {
+                let mut answer = p.clone();
+                probe::answer(&mut answer);
+                assert_eq!(from_substrate(&mut w1, &answer).0, Verdict::ToWorker(0));
+                assert_eq!(from_substrate(&mut w0, &answer).0, Verdict::Consumed);
+            }
+        }
+    }
+    // Three rounds missed: worker 0 marks the second edge down and says so, once.
+    assert_eq!(w0.stats().members_down, 1);
+    assert_eq!((w0.stats().probes_sent, w0.stats().probes_answered), (8, 4));
+    let found = events(&mut w0);
     assert_eq!(
-        (w0.stats().probes_answered, w1.stats().probes_answered),
-        (0, 1)
+        found,
+        vec![Event::EdgeHealth {
+            locator: dead,
+            up: false
+        }]
     );
+    assert_eq!(events(&mut w1), vec![], "worker 1 found nothing itself");
+    // Worker 1 still sends a's flows to both edges, until it is told.
+    let edge_of = |h: &mut Agent, sport: u16| {
+        let (v, six) = from_vm_at(h, a.port, &to_internet(&a, sport, 80, 0x02), ms(2100));
+        assert_eq!(v, Verdict::ToSubstrate);
+        model::SubstrateAddr::decode(six[24..40].try_into().unwrap()).locator
+    };
+    let before: Vec<_> = (30000..30024).map(|p| edge_of(&mut w1, p)).collect();
+    assert!(before.contains(&dead), "{before:?}");
+    w1.apply(Change::EdgeHealth {
+        locator: dead,
+        up: false,
+    });
+    // The worker that probes ignores its own finding coming back.
+    w0.apply(Change::EdgeHealth {
+        locator: dead,
+        up: true,
+    });
+    assert_eq!(w0.stats().members_down, 1);
+    assert_eq!(w1.stats().members_down, 1);
+    for p in 30000..30024 {
+        assert_eq!(edge_of(&mut w1, p), alive, "flow {p} is off the dead edge");
+    }
+    for p in 31000..31024 {
+        assert_eq!(edge_of(&mut w1, p), alive, "new flow {p} avoids it");
+    }
+    // Alive again: worker 0 says so, and worker 1 gives it new flows again.
+    w0.tick(ms(2500));
+    while let Some((_, n)) = w0.take_ready(&mut buf) {
+        let p = buf[..n].to_vec();
+        from_substrate(&mut w0, &p);
+        let mut answer = p;
+        probe::answer(&mut answer);
+        assert_eq!(from_substrate(&mut w0, &answer).0, Verdict::Consumed);
+    }
+    assert_eq!(
+        events(&mut w0),
+        vec![Event::EdgeHealth {
+            locator: dead,
+            up: true
+        }]
+    );
+    w1.apply(Change::EdgeHealth {
+        locator: dead,
+        up: true,
+    });
+    assert_eq!(w1.stats().members_down, 0);
+    let fresh: Vec<_> = (32000..32024).map(|p| edge_of(&mut w1, p)).collect();
+    assert!(fresh.contains(&dead) && fresh.contains(&alive), "{fresh:?}");
 }
 
 #[test]
