@@ -6,6 +6,7 @@
 //! ```text
 //! udp_flood recv --port 5300 --seconds 12      # in VM2: prints "RECV packets=.. kpps=.."
 //! udp_flood send --dst 10.0.0.3:5300 --seconds 10 --payload 18   # in VM1: "SENT ..."
+//! udp_flood send --dst 10.0.0.3:5300 --rate-kpps 150             # paced: 150k packets/s
 //! ```
 //!
 //! 18 bytes of payload make 64-byte Ethernet frames (14 + 20 IPv4 + 8 UDP + 18 + 4 FCS).
@@ -42,6 +43,11 @@ enum Cmd {
         /// Packets per sendmmsg call (1..=1024).
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Offer at most this many thousand packets per second (0: as fast as it can).
+        /// A forwarder is judged at the highest rate it carries without loss, as RFC 2544
+        /// measures throughput; past it, the sender only burns CPU the forwarders need.
+        #[arg(long, default_value_t = 0)]
+        rate_kpps: u64,
     },
     /// Counts UDP packets arriving on PORT for at most SECONDS.
     Recv {
@@ -61,7 +67,8 @@ fn main() -> ExitCode {
             seconds,
             payload,
             batch,
-        } => send(dst, Duration::from_secs(seconds), payload, batch),
+            rate_kpps,
+        } => send(dst, Duration::from_secs(seconds), payload, batch, rate_kpps),
         Cmd::Recv { port, seconds } => recv(port, Duration::from_secs(seconds)),
     };
     match r {
@@ -73,7 +80,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn send(dst: SocketAddrV4, length: Duration, payload: usize, batch: usize) -> io::Result<()> {
+fn send(
+    dst: SocketAddrV4,
+    length: Duration,
+    payload: usize,
+    batch: usize,
+    rate_kpps: u64,
+) -> io::Result<()> {
     if !(1..=1024).contains(&batch) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -105,6 +118,13 @@ fn send(dst: SocketAddrV4, length: Duration, payload: usize, batch: usize) -> io
     let start = Instant::now();
     let (mut sent, mut refused) = (0u64, 0u64);
     while start.elapsed() < length {
+        if rate_kpps > 0 {
+            // Paced: the next batch goes when the packets sent so far are due.
+            let due = Duration::from_micros(sent * 1000 / rate_kpps);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         // SAFETY: `msgs` holds `batch` headers whose iovecs point at `data`, alive for the
         // whole call.
         let n = unsafe {
