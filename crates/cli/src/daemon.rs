@@ -66,6 +66,19 @@ pub struct AgentArgs {
     /// (0: one per core)
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub workers: u16,
+    /// Pin the workers, one per CPU, to these CPUs (a list such as 2-5 or 2,4,6; --workers
+    /// then defaults to their number). Unpinned by default: pin on hosts that keep cores
+    /// for the data path, not where the VMs' vCPUs share them
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<CpuList>,
+}
+
+/// The CPUs of `--cpus`, in the order given.
+#[derive(Debug, Clone)]
+pub struct CpuList(Vec<usize>);
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    node::cpus::parse_list(s).map(CpuList)
 }
 
 /// Run an edge of a pool: the stateless NAT / elastic-IP pipeline between the substrate
@@ -172,6 +185,7 @@ pub fn agent(a: AgentArgs) -> ExitCode {
         ready_file: a.ready_file,
         state_dir,
         workers: usize::from(a.workers),
+        cpus: a.cpus.map(|c| c.0),
     };
     run_daemon("agent", node::agentd::run_agent(opts, signalled()))
 }

@@ -796,3 +796,47 @@ fn peerings_security_groups_and_acls_through_the_cli() {
     let cleared = a.json(&["acl", "set", "--subnet", &sub_id, "--clear"]);
     assert_eq!(cleared["rules"], serde_json::json!([]));
 }
+
+#[test]
+fn bad_worker_cpus_are_refused_before_the_agent_connects() {
+    // Nothing listens at the manager's address: a flag error must come first.
+    let agent = |extra: &[&str]| {
+        let mut args = vec![
+            "agent",
+            "--manager",
+            "http://127.0.0.1:1",
+            "--token",
+            "x",
+            "--host-id",
+            "host-0",
+            "--state-dir",
+            "/nonexistent/canopy-test",
+        ];
+        args.extend_from_slice(extra);
+        canopy(&[], &args)
+    };
+    let o = agent(&["--cpus", "3-1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the range goes backwards"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = agent(&["--cpus", "100000"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--cpus: CPU 100000 is not one this process may run on"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach"), "{err}");
+
+    let o = agent(&["--cpus", "0", "--workers", "2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--workers 2 but --cpus lists 1 CPUs"),
+        "{}",
+        stderr(&o)
+    );
+}

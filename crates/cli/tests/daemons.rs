@@ -352,6 +352,29 @@ fn metric(text: &str, line_start: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {line_start} in metrics:\n{text}"))
 }
 
+/// The packet workers of process `pid`: each thread's name and the CPUs it may run on
+/// (`Cpus_allowed_list` of its status).
+fn worker_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("canopy-worker") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.push((comm.trim().to_string(), cpus));
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn agents_and_edge_as_processes() {
     if !ready() {
@@ -548,7 +571,16 @@ fn agents_and_edge_as_processes() {
     let r1 = lab.path("a1.ready");
     let r2 = lab.path("a2.ready");
     let re = lab.path("e1.ready");
-    let a1 = start(&mut lab, "agent1", nh1, agent_args(&h1, &r1), &r1);
+    // Agent 1's one worker pinned to a CPU (`--cpus`); agent 2's workers unpinned.
+    let cpu = *node::cpus::allowed().unwrap().last().unwrap();
+    let mut a1_args = agent_args(&h1, &r1);
+    a1_args.extend(["--cpus".to_string(), cpu.to_string()]);
+    let a1 = start(&mut lab, "agent1", nh1, a1_args, &r1);
+    assert_eq!(
+        worker_cpus(lab.procs[a1].pid()),
+        vec![("canopy-worker-0".to_string(), cpu.to_string())],
+        "agent1's worker runs on CPU {cpu} only"
+    );
     let _a2 = start(&mut lab, "agent2", nh2, agent_args(&h2, &r2), &r2);
     let edge_args = vec![
         "edge".to_string(),

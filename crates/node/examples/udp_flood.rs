@@ -118,10 +118,9 @@ fn send(
     let start = Instant::now();
     let (mut sent, mut refused) = (0u64, 0u64);
     while start.elapsed() < length {
-        if rate_kpps > 0 {
-            // Paced: the next batch goes when the packets sent so far are due.
-            let due = Duration::from_micros(sent * 1000 / rate_kpps);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
+        // Paced: the next batch goes when the packets sent so far are due.
+        if let Some(due_us) = (sent * 1000).checked_div(rate_kpps) {
+            if let Some(wait) = Duration::from_micros(due_us).checked_sub(start.elapsed()) {
                 std::thread::sleep(wait);
             }
         }

@@ -48,8 +48,10 @@ pub struct AgentOptions {
     /// Where the agent keeps what must outlive it: the NAT table ([`crate::nat_state`]).
     pub state_dir: PathBuf,
     /// Packet workers (threads, each with a queue of the substrate device and its share
-    /// of the VM ports); 0: one per core.
+    /// of the VM ports); 0: one per core, or one per CPU of `cpus`.
     pub workers: usize,
+    /// The CPUs to pin the workers to, one each (`--cpus`); none: not pinned.
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// The workers to run for `asked` (0: one per core the process may use).
@@ -765,6 +767,10 @@ pub async fn run_agent(
     opts: AgentOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    // Flags first: a bad --cpus is told before anything is connected or made.
+    let allowed = crate::cpus::allowed().map_err(io_err("reading the CPU affinity"))?;
+    let cpus = crate::cpus::plan(opts.workers, opts.cpus.as_deref(), &allowed)
+        .map_err(DaemonError::Config)?;
     let Some(session) = Session::start(&opts.manager, &opts.token, shutdown).await? else {
         return Ok(());
     };
@@ -788,7 +794,7 @@ pub async fn run_agent(
 
     let (name, mtu) = (opts.substrate_dev.clone(), opts.substrate_mtu);
     let route = locator.to_string();
-    let n = worker_count(opts.workers);
+    let n = cpus.len();
     let queues = tokio::task::spawn_blocking(move || {
         setup_tun_queues(&name, mtu, crate::tap::WANTED_OFFLOADS, &[route], n)
     })
@@ -818,9 +824,14 @@ pub async fn run_agent(
         })
         .collect();
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
-    let mut workers =
-        Workers::start(agents, queues, ev_tx).map_err(io_err("starting the workers"))?;
-    tracing::info!(workers = n, "packet workers started");
+    let mut workers = Workers::start(agents, queues, cpus.clone(), ev_tx)
+        .map_err(io_err("starting the workers"))?;
+    let pinned: Vec<usize> = cpus.iter().flatten().copied().collect();
+    if pinned.is_empty() {
+        tracing::info!(workers = n, "packet workers started");
+    } else {
+        tracing::info!(workers = n, cpus = %crate::cpus::format_list(&pinned), "packet workers started, pinned");
+    }
     let cmd_tx = workers.commands();
     let stats_rx = workers.stats();
     let saver = spawn_saver(cmd_tx.clone(), store.clone());

@@ -11,6 +11,7 @@
 pub mod agent_loop;
 pub mod agentd;
 pub mod control;
+pub mod cpus;
 pub mod desired;
 pub mod edged;
 pub mod handoff;

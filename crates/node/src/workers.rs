@@ -41,21 +41,24 @@ pub struct Workers {
 
 impl Workers {
     /// Starts one worker per agent, each reading its queue of `substrate` (as many as
-    /// agents). Agent `i` must be configured as worker `i` of them all
+    /// agents) and pinned to its CPU in `cpus` (`None`: not pinned; as many as agents).
+    /// Agent `i` must be configured as worker `i` of them all
     /// ([`AgentConfig::worker`](dataplane::agent::AgentConfig)). Must be called inside a
     /// tokio runtime (the router task runs there).
     pub fn start(
         agents: Vec<Agent>,
         substrate: Vec<Device>,
+        cpus: Vec<Option<usize>>,
         events: mpsc::Sender<Event>,
     ) -> io::Result<Workers> {
-        if agents.is_empty() || agents.len() != substrate.len() {
+        if agents.is_empty() || agents.len() != substrate.len() || agents.len() != cpus.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "{} workers for {} substrate queues",
+                    "{} workers for {} substrate queues and {} CPUs",
                     agents.len(),
-                    substrate.len()
+                    substrate.len(),
+                    cpus.len()
                 ),
             ));
         }
@@ -71,8 +74,12 @@ impl Workers {
         let mut senders = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
-        for (i, ((agent, dev), handoff)) in
-            agents.into_iter().zip(substrate).zip(handoffs).enumerate()
+        for (i, (((agent, dev), handoff), cpu)) in agents
+            .into_iter()
+            .zip(substrate)
+            .zip(handoffs)
+            .zip(cpus)
+            .enumerate()
         {
             let (cmd_tx, cmd_rx) = mpsc::channel(QUEUE);
             let (stats_tx, stats_rx) = watch::channel(LoopStats::default());
@@ -85,6 +92,11 @@ impl Workers {
                     // A worker that panics ends the daemon as one whose device failed,
                     // rather than leaving its ports unserved behind a live process.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if let Some(cpu) = cpu {
+                            crate::cpus::pin_current_thread(cpu).map_err(|e| {
+                                io::Error::new(e.kind(), format!("pinning to CPU {cpu}: {e}"))
+                            })?;
+                        }
                         run_worker(agent, dev, handoff, stats_tx, cmd_rx, events, stop)
                     }))
                     .unwrap_or_else(|_| Err(io::Error::other("the worker panicked")));
