@@ -496,25 +496,13 @@ fn substrate_addr(locator: &str, vni: u64, ip: Ipv4Addr) -> std::net::Ipv6Addr {
 /// A packet claiming to be a1 (10.0.0.10 of t1) from a locator that is not a1's host,
 /// injected at the fabric towards a3 on h2: dropped and counted as spoofed; a3 sees nothing.
 fn spoofed_substrate(lab: &mut Lab) {
-    let t1 = lab
-        .state
-        .tenants
-        .iter()
-        .find(|t| t.name == "t1")
-        .unwrap()
-        .clone();
+    let t1 = lab.state.tenant("t1").unwrap().clone();
     let net = lab
         .api()
         .get(&format!("/v1/networks/{}", t1.network_id))
         .unwrap();
     let vni = net["vni"].as_u64().expect("vni");
-    let h2 = lab
-        .state
-        .hosts
-        .iter()
-        .find(|h| h.name == "h2")
-        .unwrap()
-        .clone();
+    let h2 = lab.state.host("h2").unwrap().clone();
     let src = substrate_addr("fd63:6e73:0:0:ff00::/72", vni, Ipv4Addr::new(10, 0, 0, 10));
     let dst = substrate_addr(&h2.locator, vni, Ipv4Addr::new(10, 0, 0, 20));
     let fab = lab.state.fabric_ns.clone();
@@ -573,13 +561,7 @@ fn spoofed_substrate(lab: &mut Lab) {
 /// internet out).
 fn elastic_ip(lab: &mut Lab) {
     let pool = lab.state.pool.clone().unwrap();
-    let t1 = lab
-        .state
-        .tenants
-        .iter()
-        .find(|t| t.name == "t1")
-        .unwrap()
-        .clone();
+    let t1 = lab.state.tenant("t1").unwrap().clone();
     let a3 = lab.state.vm("a3").unwrap().clone();
     let eip = lab
         .api()
@@ -647,14 +629,7 @@ fn elastic_ip(lab: &mut Lab) {
     });
     rx.recv_timeout(T).expect("server listening");
     // Before the group is attached: the SYN reaches a3's agent and is denied there.
-    let h2 = lab
-        .state
-        .hosts
-        .iter()
-        .find(|h| h.name == a3.host)
-        .unwrap()
-        .netns
-        .clone();
+    let h2 = lab.state.host(&a3.host).unwrap().netns.clone();
     let denied_before = metric(&h2, "canopy_agent_drops_total{reason=\"sg_denied\"}");
     // The association reaches the edges through the manager's watch: try until a3's agent
     // has denied a SYN (bounded).
@@ -731,13 +706,7 @@ fn elastic_ip(lab: &mut Lab) {
 /// A network ACL on t2's subnet denies egress TCP to port 80: t2's VMs lose HTTP to the
 /// internet but keep other ports; t1 is unaffected; emptying the ACL restores HTTP.
 fn acl_egress_deny(lab: &mut Lab) {
-    let t2 = lab
-        .state
-        .tenants
-        .iter()
-        .find(|t| t.name == "t2")
-        .unwrap()
-        .clone();
+    let t2 = lab.state.tenant("t2").unwrap().clone();
     let api = lab.tenant_api("t2").unwrap();
     let rules = serde_json::json!({"rules": [
         {"number": 10, "action": "deny", "direction": "egress", "protocol": "tcp", "port_from": 80, "port_to": 80, "cidr": "0.0.0.0/0"},
@@ -851,25 +820,12 @@ fn reaches(lab: &Lab, from: &str, to: std::net::SocketAddr) {
 /// a1's egress rules and a3 -> a1:8081 by a1's ingress rules, each counted as
 /// `sg_denied` by h1's agent. Everything is put back at the end, also after a failure.
 fn sg_between_vms(lab: &mut Lab) {
-    let t1 = lab
-        .state
-        .tenants
-        .iter()
-        .find(|t| t.name == "t1")
-        .unwrap()
-        .clone();
+    let t1 = lab.state.tenant("t1").unwrap().clone();
     let (a1, a3) = (
         lab.state.vm("a1").unwrap().clone(),
         lab.state.vm("a3").unwrap().clone(),
     );
-    let h1 = lab
-        .state
-        .hosts
-        .iter()
-        .find(|h| h.name == a1.host)
-        .unwrap()
-        .netns
-        .clone();
+    let h1 = lab.state.host(&a1.host).unwrap().netns.clone();
     let api = lab.tenant_api("t1").unwrap();
     let groups = api
         .get(&format!("/v1/security-groups?network_id={}", t1.network_id))
@@ -948,25 +904,12 @@ fn sg_between_vms(lab: &mut Lab) {
 /// and counted as `acl_denied`, a1 -> a3:8080 still connects; emptying the ACL lets a2
 /// in again.
 fn acl_ingress_deny(lab: &mut Lab) {
-    let t1 = lab
-        .state
-        .tenants
-        .iter()
-        .find(|t| t.name == "t1")
-        .unwrap()
-        .clone();
+    let t1 = lab.state.tenant("t1").unwrap().clone();
     let (a2, a3) = (
         lab.state.vm("a2").unwrap().clone(),
         lab.state.vm("a3").unwrap().clone(),
     );
-    let h2 = lab
-        .state
-        .hosts
-        .iter()
-        .find(|h| h.name == a3.host)
-        .unwrap()
-        .netns
-        .clone();
+    let h2 = lab.state.host(&a3.host).unwrap().netns.clone();
     let api = lab.tenant_api("t1").unwrap();
     // a3 lets 8080 in from its own network, whatever the other checks left attached.
     let g = api
@@ -1058,13 +1001,7 @@ fn peering(lab: &mut Lab) {
 }
 
 fn peering_steps(lab: &mut Lab, made: &mut Vec<Made>) {
-    let t1 = lab
-        .state
-        .tenants
-        .iter()
-        .find(|t| t.name == "t1")
-        .unwrap()
-        .clone();
+    let t1 = lab.state.tenant("t1").unwrap().clone();
     let api = lab.tenant_api("t1").unwrap();
     let id = |v: serde_json::Value| v["id"].as_str().unwrap().to_owned();
     let open = serde_json::json!([{"direction": "ingress", "protocol": "any", "remote_cidr": "10.0.0.0/8"}]);

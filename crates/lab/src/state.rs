@@ -126,6 +126,14 @@ impl State {
         self.procs.iter().any(ProcRecord::alive)
     }
 
+    pub fn tenant(&self, name: &str) -> Option<&TenantRecord> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostRecord> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
     pub fn vm(&self, name: &str) -> Option<&VmRecord> {
         self.vms.iter().find(|v| v.name == name)
     }

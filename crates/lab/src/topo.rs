@@ -249,7 +249,7 @@ impl Lab {
 
     /// The API client of tenant `name`.
     pub fn tenant_api(&self, name: &str) -> Option<Api> {
-        let t = self.state.tenants.iter().find(|t| t.name == name)?;
+        let t = self.state.tenant(name)?;
         Some(self.api().with_token(&t.token))
     }
 

@@ -28,9 +28,7 @@ impl Lab {
         }
         let host_id = self
             .state
-            .hosts
-            .iter()
-            .find(|h| h.name == host)
+            .host(host)
             .map(|h| h.id.clone())
             .ok_or_else(|| Error::Refused(format!("no host {host}")))?;
         let api = self
