@@ -759,9 +759,10 @@ impl Agent {
                 if let Some(h) = self
                     .health
                     .get_mut(&locator)
-                    .filter(|h| theirs && h.down == up)
+                    .filter(|h| theirs && (h.down == up || (up && !h.answered)))
                 {
                     h.down = !up;
+                    h.answered |= up;
                     self.health_changed(locator);
                 }
             }
@@ -1343,6 +1344,11 @@ struct Health {
     misses: u32,
     /// Marked down in this agent's pools.
     down: bool,
+    /// Has answered a probe since this agent learned of it. While another member of its
+    /// pool has, one that has not yet (just added to the pool, or not heard from since the
+    /// agent started) takes no flow: a restarted agent would otherwise pin flows to an
+    /// edge that died while it was away, until three probes had gone unanswered.
+    answered: bool,
     /// This round's probe was handed out and is not answered yet.
     awaiting_reply: bool,
     /// This round's probe was handed out and has not come back through
@@ -1510,7 +1516,15 @@ impl Agent {
             .collect();
         self.health.retain(|l, _| direct.contains(l));
         for l in direct {
-            self.health.entry(l).or_default();
+            if self.health.contains_key(&l) {
+                continue;
+            }
+            self.health.insert(l, Health::default());
+            // Probed at once (in the current round), not at the next round: until it
+            // answers it takes no flow if another member has answered.
+            if self.probes() && self.cfg.probe_interval_ms > 0 {
+                self.probe_queue.push_back(l);
+            }
         }
         self.count_down();
     }
@@ -1519,17 +1533,24 @@ impl Agent {
         self.stats.members_down = self.health.values().filter(|h| h.down).count() as u64;
     }
 
-    /// `members` with those this agent found dead marked down. `keep_load`: pass their
+    /// `members` with those this agent found dead marked down, and those that have not
+    /// answered yet while another has (see [`Health::answered`]). `keep_load`: pass their
     /// reported load on (a new configuration); otherwise none, so that re-applying the
     /// same members does not count their last report again.
     fn with_health(&self, members: &[Member], keep_load: bool) -> Vec<Member> {
+        let some_answered = members.iter().any(|m| {
+            m.state == MemberState::Active
+                && self
+                    .health
+                    .get(&m.locator)
+                    .is_some_and(|h| h.answered && !h.down)
+        });
         members
             .iter()
             .map(|m| Member {
-                state: if self.health.get(&m.locator).is_some_and(|h| h.down) {
-                    MemberState::Down
-                } else {
-                    m.state
+                state: match self.health.get(&m.locator) {
+                    Some(h) if h.down || (some_answered && !h.answered) => MemberState::Down,
+                    _ => m.state,
                 },
                 load: if keep_load { m.load } else { None },
                 ..*m
@@ -1627,8 +1648,9 @@ impl Agent {
                     h.awaiting_reply = false;
                     h.misses = 0;
                     self.stats.probes_answered += 1;
-                    if h.down {
+                    if h.down || !h.answered {
                         h.down = false;
+                        h.answered = true;
                         self.health_changed(e.src);
                         self.tell_health(e.src, true);
                     }

@@ -2982,16 +2982,23 @@ fn worker_zero_probes_for_the_host_and_the_other_workers_learn_what_it_finds() {
             }
         }
     }
-    // Three rounds missed: worker 0 marks the second edge down and says so, once.
+    // The first edge's first answer, then three rounds missed: worker 0 says the first
+    // is alive, marks the second down, and says each once.
     assert_eq!(w0.stats().members_down, 1);
     assert_eq!((w0.stats().probes_sent, w0.stats().probes_answered), (8, 4));
     let found = events(&mut w0);
     assert_eq!(
         found,
-        vec![Event::EdgeHealth {
-            locator: dead,
-            up: false
-        }]
+        vec![
+            Event::EdgeHealth {
+                locator: alive,
+                up: true
+            },
+            Event::EdgeHealth {
+                locator: dead,
+                up: false
+            }
+        ]
     );
     assert_eq!(events(&mut w1), vec![], "worker 1 found nothing itself");
     // Worker 1 still sends a's flows to both edges, until it is told.
@@ -3002,10 +3009,16 @@ fn worker_zero_probes_for_the_host_and_the_other_workers_learn_what_it_finds() {
     };
     let before: Vec<_> = (30000..30024).map(|p| edge_of(&mut w1, p)).collect();
     assert!(before.contains(&dead), "{before:?}");
-    w1.apply(Change::EdgeHealth {
-        locator: dead,
-        up: false,
-    });
+    // What worker 0 found reaches worker 1 in order (the daemon's router does this).
+    let told = |w1: &mut Agent, found: Vec<Event>| {
+        for e in found {
+            let Event::EdgeHealth { locator, up } = e else {
+                panic!("{e:?}")
+            };
+            w1.apply(Change::EdgeHealth { locator, up });
+        }
+    };
+    told(&mut w1, found);
     // The worker that probes ignores its own finding coming back.
     w0.apply(Change::EdgeHealth {
         locator: dead,
@@ -3028,20 +3041,47 @@ fn worker_zero_probes_for_the_host_and_the_other_workers_learn_what_it_finds() {
         probe::answer(&mut answer);
         assert_eq!(from_substrate(&mut w0, &answer).0, Verdict::Consumed);
     }
+    let found = events(&mut w0);
     assert_eq!(
-        events(&mut w0),
+        found,
         vec![Event::EdgeHealth {
             locator: dead,
             up: true
         }]
     );
-    w1.apply(Change::EdgeHealth {
-        locator: dead,
-        up: true,
-    });
+    told(&mut w1, found);
     assert_eq!(w1.stats().members_down, 0);
     let fresh: Vec<_> = (32000..32024).map(|p| edge_of(&mut w1, p)).collect();
     assert!(fresh.contains(&dead) && fresh.contains(&alive), "{fresh:?}");
+}
+
+#[test]
+fn a_member_takes_flows_once_it_answers_when_another_already_has() {
+    // A restarted agent, or a member just added: an edge that died meanwhile must not get
+    // flows until three probes have gone unanswered.
+    let mut net_ = Internet::new();
+    let ms = Instant::from_millis;
+    let edge_of = |net_: &mut Internet, sport: u16, t: u64| net_.send(sport, 0x02, ms(t)).0;
+    // Nothing has answered yet: both edges take flows (there is nothing better to go on).
+    let before: Vec<usize> = (40000..40024).map(|p| edge_of(&mut net_, p, 0)).collect();
+    assert!(before.contains(&0) && before.contains(&1), "{before:?}");
+    // The first edge answers, the second does not (dead while the agent was away): from
+    // the first answer on, new flows go to the first only, long before the second could
+    // be found dead.
+    net_.probe_at(ms(100), [true, false]);
+    assert_eq!(net_.dc.h1.stats().members_down, 0, "not found dead yet");
+    for p in 41000..41024 {
+        assert_eq!(edge_of(&mut net_, p, 150), 0, "new flow {p}");
+    }
+    // The flows pinned before keep their edge (the first's), or move off the second.
+    for (i, p) in (40000..40024).enumerate() {
+        let e = net_.send(p, 0x10, ms(150)).0;
+        assert_eq!(e, 0, "flow {p} (was on edge {})", before[i]);
+    }
+    // The second answers at last: it takes new flows again.
+    net_.probe_at(ms(400), [true, true]);
+    let after: Vec<usize> = (42000..42024).map(|p| edge_of(&mut net_, p, 450)).collect();
+    assert!(after.contains(&0) && after.contains(&1), "{after:?}");
 }
 
 #[test]
