@@ -219,7 +219,12 @@ async fn route(
                     Command::Apply(Change::EdgeHealth { locator, up })
                 }
                 e => {
-                    let _ = events.send(e).await;
+                    // Never waits: the daemon may itself be waiting to give this router a
+                    // command. A request lost to a full queue is asked again by the
+                    // worker's agent on its own (resolves and port blocks are retried).
+                    if events.try_send(e).is_err() {
+                        tracing::debug!("the daemon's event queue is full: a request dropped");
+                    }
                     continue;
                 }
             },
