@@ -75,6 +75,7 @@ done
     { echo "run.sh: --pings '$PINGS': want 10..10000" >&2; exit 2; }
 [[ $VM_NICE =~ ^[0-9]+$ && $VM_NICE -le 19 ]] ||
     { echo "run.sh: --vm-nice '$VM_NICE': want 0..19" >&2; exit 2; }
+[[ -n ${UDP_RATES//,/} ]] || { echo "run.sh: --udp-rates: no rate given" >&2; exit 2; }
 for r in ${UDP_RATES//,/ }; do
     [[ $r =~ ^[0-9]+$ && $r -le 10000 ]] ||
         { echo "run.sh: --udp-rates: '$r': want 0..10000 (thousand packets/s; 0: unpaced)" >&2; exit 2; }

@@ -823,11 +823,15 @@ fn bad_worker_cpus_are_refused_before_the_agent_connects() {
         stderr(&o)
     );
 
-    let o = agent(&["--cpus", "100000"]);
+    let o = agent(&["--cpus", "0-100000"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("numbered below"), "{}", stderr(&o));
+
+    let o = agent(&["--cpus", "1023"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("--cpus: CPU 100000 is not one this process may run on"),
+        err.contains("--cpus: CPU 1023 is not one this process may run on"),
         "{err}"
     );
     assert!(!err.contains("cannot reach"), "{err}");

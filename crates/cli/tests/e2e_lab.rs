@@ -770,23 +770,25 @@ fn echo_hello(netns: &str, to: std::net::SocketAddr) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Tries `from` -> `to` until the drop counter `reason` of the agent in `host_ns` has
-/// grown by a refused attempt (the rules reach the agents through the manager's watch:
-/// bounded, 5 tries), then once more, which must be refused too. Panics if any attempt
-/// got through after the counter first moved, or if it never moved.
+/// Tries `from` -> `to` until an attempt is refused and the drop counter `reason` of the
+/// agent in `host_ns` has grown (the rules reach the agents through the manager's watch:
+/// tried every 200 ms for up to 10 s), then once more, which must be refused too.
 fn refused(lab: &Lab, from: &str, to: std::net::SocketAddr, host_ns: &str, reason: &str) {
     let name = format!("canopy_agent_drops_total{{reason=\"{reason}\"}}");
     let ns = lab.state.vm(from).unwrap().netns.clone();
     let before = metric(host_ns, &name);
-    let mut moved = false;
-    for _ in 0..5 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
         let r = echo_hello(&ns, to);
-        if metric(host_ns, &name) > before && r.is_err() {
-            moved = true;
+        if r.is_err() && metric(host_ns, &name) > before {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{from} -> {to}: not refused with {reason} counted ({before}); last try: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(moved, "{from} -> {to}: {reason} never counted ({before})");
     let again = echo_hello(&ns, to);
     let after = metric(host_ns, &name);
     assert!(again.is_err(), "{from} -> {to} got through: {again:?}");

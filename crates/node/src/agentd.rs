@@ -768,7 +768,10 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     // Flags first: a bad --cpus is told before anything is connected or made.
-    let allowed = crate::cpus::allowed().map_err(io_err("reading the CPU affinity"))?;
+    let allowed = match opts.cpus {
+        Some(_) => crate::cpus::allowed().map_err(io_err("reading the CPU affinity"))?,
+        None => Vec::new(),
+    };
     let cpus = crate::cpus::plan(opts.workers, opts.cpus.as_deref(), &allowed)
         .map_err(DaemonError::Config)?;
     let Some(session) = Session::start(&opts.manager, &opts.token, shutdown).await? else {

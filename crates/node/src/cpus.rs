@@ -15,9 +15,18 @@ pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
     for part in s.split(',') {
         let part = part.trim();
         let num = |t: &str| {
-            t.trim()
+            let c = t
+                .trim()
                 .parse::<usize>()
-                .map_err(|_| format!("{t:?} in {s:?} is not a CPU number"))
+                .map_err(|_| format!("{t:?} in {s:?} is not a CPU number"))?;
+            // Checked before a range is expanded: 0-18446744073709551615 is no list.
+            if c >= libc::CPU_SETSIZE as usize {
+                return Err(format!(
+                    "CPU {c} in {s:?}: CPUs are numbered below {}",
+                    libc::CPU_SETSIZE
+                ));
+            }
+            Ok(c)
         };
         match part.split_once('-') {
             Some((a, b)) => {
@@ -148,6 +157,8 @@ mod tests {
             ("3-1", "backwards"),
             ("a", "not a CPU number"),
             ("1-x", "not a CPU number"),
+            ("0-18446744073709551615", "numbered below"),
+            ("4096", "numbered below"),
         ] {
             let e = parse_list(bad).unwrap_err();
             assert!(e.contains(says), "{bad:?}: {e}");

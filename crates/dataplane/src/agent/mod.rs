@@ -347,8 +347,9 @@ pub struct AgentStats {
 }
 
 impl AgentStats {
-    /// Adds another worker's counts to these. Workers probe on their own, so a member
-    /// down counts once: the most any worker has marked down.
+    /// Adds another worker's counts to these. Every worker knows which members are down
+    /// (worker 0 finds out, the others are told), so a member down counts once: the most
+    /// any worker has marked down.
     pub fn merge(&mut self, o: &AgentStats) {
         self.drops.merge(&o.drops);
         for (a, b) in [
@@ -528,6 +529,10 @@ pub struct Agent {
     /// `take_ready`, the round's sequence number and when the next round is due.
     health: HashMap<Locator, Health>,
     probe_queue: VecDeque<Locator>,
+    /// What the probing worker has to tell the others ([`Event::EdgeHealth`]): apart
+    /// from the resolve and port block requests, so that none pushes it out; at most a
+    /// round's worth (every member's state, and what changed since).
+    health_news: VecDeque<(Locator, bool)>,
     probe_seq: u16,
     next_probe: Instant,
     /// The latest time seen, for configuration changes that need one.
@@ -570,6 +575,7 @@ impl Agent {
             pool_members: HashMap::new(),
             health: HashMap::new(),
             probe_queue: VecDeque::new(),
+            health_news: VecDeque::new(),
             probe_seq: 0,
             next_probe: Instant::ZERO,
             firewalls: HashMap::new(),
@@ -759,10 +765,9 @@ impl Agent {
                 if let Some(h) = self
                     .health
                     .get_mut(&locator)
-                    .filter(|h| theirs && (h.down == up || (up && !h.answered)))
+                    .filter(|h| theirs && h.down == up)
                 {
                     h.down = !up;
-                    h.answered |= up;
                     self.health_changed(locator);
                 }
             }
@@ -859,6 +864,9 @@ impl Agent {
 
     /// The next thing the daemon must do for the agent.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some((locator, up)) = self.health_news.pop_front() {
+            return Some(Event::EdgeHealth { locator, up });
+        }
         self.events.pop_front()
     }
 
@@ -1334,6 +1342,10 @@ impl Agent {
 const REFILL_RETRY_MS: u64 = 5_000;
 const REFILL_RETRY_MAX_MS: u64 = 80_000;
 
+/// Every this many probe rounds (1 s at 250 ms), the probing worker tells the others
+/// every member's state again, not only what changed.
+const RESTATE_ROUNDS: u16 = 4;
+
 /// The echo identifier of this agent's probes.
 const PROBE_IDENT: u16 = 0xca70;
 
@@ -1344,11 +1356,14 @@ struct Health {
     misses: u32,
     /// Marked down in this agent's pools.
     down: bool,
-    /// Has answered a probe since this agent learned of it. While another member of its
-    /// pool has, one that has not yet (just added to the pool, or not heard from since the
-    /// agent started) takes no flow: a restarted agent would otherwise pin flows to an
-    /// edge that died while it was away, until three probes had gone unanswered.
+    /// Has answered a probe since this agent learned of it. One that has not (just added
+    /// to the pool, or not heard from since the agent started) is marked down at its
+    /// first missed probe, not its third: a restarted agent would otherwise keep flows on
+    /// an edge that died while it was away for three rounds.
     answered: bool,
+    /// Probed out of round, when it joined: its answer may carry the previous round's
+    /// number, so the next round does not count it as missed.
+    fresh: bool,
     /// This round's probe was handed out and is not answered yet.
     awaiting_reply: bool,
     /// This round's probe was handed out and has not come back through
@@ -1519,10 +1534,16 @@ impl Agent {
             if self.health.contains_key(&l) {
                 continue;
             }
-            self.health.insert(l, Health::default());
-            // Probed at once (in the current round), not at the next round: until it
-            // answers it takes no flow if another member has answered.
-            if self.probes() && self.cfg.probe_interval_ms > 0 {
+            // Probed at once, not at the next round: dead, it is found so at that round.
+            let probed = self.probes() && self.cfg.probe_interval_ms > 0;
+            self.health.insert(
+                l,
+                Health {
+                    fresh: probed,
+                    ..Health::default()
+                },
+            );
+            if probed {
                 self.probe_queue.push_back(l);
             }
         }
@@ -1533,24 +1554,17 @@ impl Agent {
         self.stats.members_down = self.health.values().filter(|h| h.down).count() as u64;
     }
 
-    /// `members` with those this agent found dead marked down, and those that have not
-    /// answered yet while another has (see [`Health::answered`]). `keep_load`: pass their
+    /// `members` with those this agent found dead marked down. `keep_load`: pass their
     /// reported load on (a new configuration); otherwise none, so that re-applying the
     /// same members does not count their last report again.
     fn with_health(&self, members: &[Member], keep_load: bool) -> Vec<Member> {
-        let some_answered = members.iter().any(|m| {
-            m.state == MemberState::Active
-                && self
-                    .health
-                    .get(&m.locator)
-                    .is_some_and(|h| h.answered && !h.down)
-        });
         members
             .iter()
             .map(|m| Member {
-                state: match self.health.get(&m.locator) {
-                    Some(h) if h.down || (some_answered && !h.answered) => MemberState::Down,
-                    _ => m.state,
+                state: if self.health.get(&m.locator).is_some_and(|h| h.down) {
+                    MemberState::Down
+                } else {
+                    m.state
                 },
                 load: if keep_load { m.load } else { None },
                 ..*m
@@ -1579,35 +1593,51 @@ impl Agent {
         self.count_down();
     }
 
-    /// The probing worker tells the others what it found of a member.
+    /// The probing worker tells the others what it found of a member, in the place of
+    /// what it still had to tell of it (the round's repetition of its state, older).
     fn tell_health(&mut self, locator: Locator, up: bool) {
         if self.cfg.workers > 1 {
-            self.queue_event(Event::EdgeHealth { locator, up });
+            self.health_news.retain(|&(l, _)| l != locator);
+            self.health_news.push_back((locator, up));
         }
     }
 
-    /// A probe round: a member whose previous probe went unanswered has missed one;
-    /// every member gets a new probe, handed out by `take_ready`.
+    /// A probe round: a member whose previous probe went unanswered has missed one (one
+    /// that never answered is down at once, see [`Health::answered`]); every member gets
+    /// a new probe, handed out by `take_ready`. The other workers are told every member
+    /// found down or alive again at once, and every member's state again every
+    /// [`RESTATE_ROUNDS`] rounds, so that a message lost to a full queue is made good.
     fn probe_round(&mut self) {
         self.probe_seq = self.probe_seq.wrapping_add(1);
         self.probe_queue.clear();
         let misses = self.cfg.probe_misses.max(1);
         let mut died = Vec::new();
         for (l, h) in self.health.iter_mut() {
-            if h.awaiting_reply {
+            if h.awaiting_reply && !std::mem::take(&mut h.fresh) {
                 h.misses = h.misses.saturating_add(1);
-                if h.misses >= misses && !h.down {
+                if (h.misses >= misses || !h.answered) && !h.down {
                     h.down = true;
                     died.push(*l);
                 }
             }
+            h.fresh = false;
             h.awaiting_reply = false;
             h.awaiting_send = false;
             self.probe_queue.push_back(*l);
         }
-        for l in died {
+        for &l in &died {
             self.health_changed(l);
-            self.tell_health(l, false);
+        }
+        if self.cfg.workers > 1 {
+            for l in died {
+                self.tell_health(l, false);
+            }
+            if self.probe_seq.is_multiple_of(RESTATE_ROUNDS) {
+                self.health_news.clear();
+                for (&l, h) in &self.health {
+                    self.health_news.push_back((l, !h.down));
+                }
+            }
         }
     }
 
@@ -1648,9 +1678,9 @@ impl Agent {
                     h.awaiting_reply = false;
                     h.misses = 0;
                     self.stats.probes_answered += 1;
-                    if h.down || !h.answered {
+                    h.answered = true;
+                    if h.down {
                         h.down = false;
-                        h.answered = true;
                         self.health_changed(e.src);
                         self.tell_health(e.src, true);
                     }
