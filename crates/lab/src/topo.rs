@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Link addresses: fabric side `fd6c:6162:0:<k>::1/64`, far side `::2` (k = host index, or
-//! 0x100 + edge index); edge j's IPv4 link is 198.18.<j>.0/24 (.1 internet, .2 edge).
+//! 0x100 + edge index); edge j's IPv4 link is `198.18.<j>.0/24` (.1 internet, .2 edge).
 
 use std::collections::HashMap;
 use std::io::Read;

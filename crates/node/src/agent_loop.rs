@@ -15,7 +15,7 @@
 //! A host runs one loop per worker ([`crate::workers`]), each with its own agent, its own
 //! queue of the substrate device and the ports [`worker_of`](dataplane::agent::worker_of)
 //! gives it. A packet for a node of another worker goes there through the
-//! [`Handoff`](crate::handoff::Handoff) ([`Verdict::ToWorker`]), and the parcels other
+//! [`crate::handoff::Handoff`] ([`Verdict::ToWorker`]), and the parcels other
 //! workers hand this one are read like a device.
 
 use dataplane::agent::{

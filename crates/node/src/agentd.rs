@@ -1,6 +1,6 @@
 //! `canopy agent`: one host's daemon. It keeps the manager's watch stream, turns it into
 //! the agent pipeline's configuration ([`crate::desired`]), owns one TAP per node of the
-//! host and the substrate TUN, runs [`AgentLoop`], answers the pipeline's resolve and
+//! host and the substrate TUN, runs [`AgentLoop`](crate::agent_loop::AgentLoop), answers the pipeline's resolve and
 //! port-block requests through the manager, and serves metrics.
 //!
 //! Devices are persistent (`TUNSETPERSIST`): an agent that stops leaves every VM's

@@ -7,7 +7,7 @@
 //!
 //! Scope: an agent gets the networks in which its host has a node, an edge the networks
 //! with a route to its pool, the admin everything; an agent also gets a *peer view* of the
-//! networks actively peered with one of its networks (see [`Reach::Peer`]); plus, for all
+//! networks actively peered with one of its networks (see `Reach::Peer`); plus, for all
 //! of them, the operator's
 //! infrastructure objects (hosts, edge pools, edges: locators and selection parameters,
 //! never credentials). Tenants and tokens are never sent. Elastic IPs and NAT port blocks
