@@ -66,9 +66,9 @@ pub struct AgentArgs {
     /// (0: one per core)
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub workers: u16,
-    /// Pin the workers, one per CPU, to these CPUs (a list such as 2-5 or 2,4,6; --workers
-    /// then defaults to their number). Unpinned by default: pin on hosts that keep cores
-    /// for the data path, not where the VMs' vCPUs share them
+    /// Pin the workers, one per CPU, to these CPUs (a list such as 2-5, 2,4,6 or 2-9:2;
+    /// --workers then defaults to their number). Unpinned by default: pin on hosts that
+    /// keep cores for the data path, not where the VMs' vCPUs share them
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
     pub cpus: Option<CpuList>,
 }

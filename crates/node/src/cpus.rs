@@ -1,5 +1,6 @@
 //! Which CPU each packet worker runs on: `canopy agent --cpus` in Linux's CPU list form
-//! (`0-3,8`, as in `/sys/devices/system/cpu/online` or `taskset -c`), checked against
+//! (`0-3,8`, or `0-7:2` for every second one, as in `/sys/devices/system/cpu/online`,
+//! `taskset -c` or `isolcpus=`), checked against
 //! the CPUs this process may use, and the pinning of a worker's thread to its CPU.
 //!
 //! Without `--cpus` the workers are not pinned: on a machine shared with the VMs' own
@@ -29,12 +30,20 @@ pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
             Ok(c)
         };
         match part.split_once('-') {
-            Some((a, b)) => {
+            Some((a, rest)) => {
+                // A range, with the kernel's optional stride: `0-7:2` is 0,2,4,6.
+                let (b, step) = match rest.split_once(':') {
+                    Some((b, step)) => (b, num(step)?),
+                    None => (rest, 1),
+                };
                 let (a, b) = (num(a)?, num(b)?);
                 if a > b {
                     return Err(format!("{part:?} in {s:?}: the range goes backwards"));
                 }
-                cpus.extend(a..=b);
+                if step == 0 {
+                    return Err(format!("{part:?} in {s:?}: a stride of 0"));
+                }
+                cpus.extend((a..=b).step_by(step));
             }
             None if part.is_empty() => return Err(format!("{s:?}: an empty entry")),
             None => cpus.push(num(part)?),
@@ -151,10 +160,14 @@ mod tests {
         assert_eq!(parse_list("0").unwrap(), vec![0]);
         assert_eq!(parse_list("0-3,8").unwrap(), vec![0, 1, 2, 3, 8]);
         assert_eq!(parse_list(" 4 , 2-3 ").unwrap(), vec![4, 2, 3]);
+        assert_eq!(parse_list("0-7:2").unwrap(), vec![0, 2, 4, 6]);
+        assert_eq!(parse_list("1-7:3,9").unwrap(), vec![1, 4, 7, 9]);
         for (bad, says) in [
             ("", "empty"),
             ("1,,2", "empty"),
             ("3-1", "backwards"),
+            ("0-7:0", "stride of 0"),
+            ("0-7:x", "not a CPU number"),
             ("a", "not a CPU number"),
             ("1-x", "not a CPU number"),
             ("0-18446744073709551615", "numbered below"),
