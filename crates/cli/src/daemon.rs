@@ -123,6 +123,10 @@ pub struct EdgeArgs {
     /// Write this file (with the edge's pid) once the first configuration is applied
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Packet workers: threads that each read their own queue of both devices. The edge
+    /// keeps no per-flow state, so any worker carries any packet (0: one per core)
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub workers: u16,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -201,6 +205,7 @@ pub fn edge(a: EdgeArgs) -> ExitCode {
         capacity_mbps: a.capacity_mbps,
         substrate_mtu: a.substrate_mtu,
         ready_file: a.ready_file,
+        workers: usize::from(a.workers),
     };
     run_daemon("edge", node::edged::run_edge(opts, signalled()))
 }

@@ -305,6 +305,21 @@ fn flows_through_changes(lab: &mut Lab) {
     }
     let log = lab::servers::parse_log(&lab.access_log());
     assert!(log.iter().filter(|(k, _)| k == "echo").count() >= results.len());
+    // Each edge runs the lab's 3 workers; the kernel spreads the flows over their queues
+    // (the edge keeps no per-flow state, so any worker may carry any packet): on the edge
+    // added under load, which saw none of the other edges' history, all 3 carried some.
+    let ns = &lab.state.edge(&added).unwrap().netns;
+    assert_eq!(metric(ns, "canopy_edge_workers"), 3);
+    let per_worker: Vec<u64> = (0..3)
+        .map(|i| {
+            metric(
+                ns,
+                &format!("canopy_edge_worker_packets_total{{worker=\"{i}\"}}"),
+            )
+        })
+        .collect();
+    println!("  {added}: packets per worker {per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
 }
 
 /// Path MTU: with its MTU raised to 1500, a VM's 1500-byte DF ping gets "fragmentation

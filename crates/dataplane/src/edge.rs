@@ -95,6 +95,18 @@ pub struct EdgeStats {
     pub probes_answered: u64,
 }
 
+impl EdgeStats {
+    /// Adds another worker's counts to these.
+    pub fn merge(&mut self, o: &EdgeStats) {
+        self.drops.merge(&o.drops);
+        self.outbound_packets += o.outbound_packets;
+        self.outbound_bytes += o.outbound_bytes;
+        self.inbound_packets += o.inbound_packets;
+        self.inbound_bytes += o.inbound_bytes;
+        self.probes_answered += o.probes_answered;
+    }
+}
+
 /// An edge's tables and counters.
 pub struct Edge {
     locator: Locator,

@@ -144,7 +144,7 @@ pub struct Spec {
     pub canopy: PathBuf,
     /// Where state directories go (default [`STATE_ROOT`]).
     pub state_root: PathBuf,
-    /// Packet workers per agent (`canopy agent --workers`; 0: one per core).
+    /// Packet workers per agent and per edge (`--workers`; 0: one per core).
     pub workers: usize,
 }
 

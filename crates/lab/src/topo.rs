@@ -798,6 +798,8 @@ impl Lab {
             "127.0.0.1:9460".into(),
             "--ready-file".into(),
             ready.display().to_string(),
+            "--workers".into(),
+            self.spec.workers.to_string(),
         ];
         let canopy = self.canopy();
         let env = [("CANOPY_TOKEN", e.credential.as_str())];

@@ -215,22 +215,10 @@ pub(crate) fn write_ready(path: &Path) -> Result<(), DaemonError> {
         .map_err(io_err(format!("writing the ready file {}", path.display())))
 }
 
-/// Creates (or attaches to) a TUN, persistent, up with `mtu`, and routes `routes` into it
-/// (`ip route replace`; IPv6 or IPv4 by their form).
-pub(crate) fn setup_tun(
-    name: &str,
-    mtu: u16,
-    offloads: u32,
-    routes: &[String],
-) -> Result<Device, DaemonError> {
-    let dev = Device::open_with(name, Kind::Tun, offloads)
-        .map_err(io_err(format!("opening the TUN device {name}")))?;
-    finish_tun(name, &dev, mtu, routes)?;
-    Ok(dev)
-}
-
-/// [`setup_tun`] with `queues` queues (`IFF_MULTI_QUEUE`), one per worker. A device
-/// left single-queue (by an older agent) is made again.
+/// Creates (or attaches to) a TUN with `queues` queues (`IFF_MULTI_QUEUE`), one per
+/// worker, persistent, up with `mtu`, and routes `routes` into it (`ip route replace`;
+/// IPv6 or IPv4 by their form). A device left single-queue (by an older daemon) is made
+/// again.
 pub(crate) fn setup_tun_queues(
     name: &str,
     mtu: u16,

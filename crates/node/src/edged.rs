@@ -5,6 +5,12 @@
 //! port blocks and elastic IPs from the manager's watch stream, load reports to the
 //! manager every few seconds, and metrics.
 //!
+//! The edge runs one packet worker per core (`--workers`), each a thread with its own
+//! runtime, its own [`Edge`] and its own queue of both devices (`IFF_MULTI_QUEUE`). The
+//! edge keeps no per-flow state, so any worker can carry any packet: the kernel spreads
+//! flows over the queues and nothing is handed between workers; every worker gets every
+//! change, and their loads add up to the edge's report.
+//!
 //! Both devices are opened with checksum and TCP segmentation offloads, as the agent's:
 //! a TCP super-packet (up to 64 KiB, partial checksum) crosses the edge as one unit with
 //! its `virtio_net_hdr`, which the pipeline adjusts, and the kernel cuts it where it
@@ -24,11 +30,11 @@ use dataplane::edge::{Edge, EdgeChange, EdgeStats, EdgeVerdict, LoadReport};
 use dataplane::{Instant, PacketBuf};
 use model::Locator;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use wire::virtio::VirtioNetHdr;
 
 use crate::agent_loop::{BATCH, MAX_PACKET};
-use crate::agentd::{setup_tun, write_ready, DaemonError, Session};
+use crate::agentd::{setup_tun_queues, worker_count, write_ready, DaemonError, Session};
 use crate::control::WatchItem;
 use crate::desired::{self, Catalog, EdgeConfigSet, EdgeKey, Effect};
 use crate::metrics::{self, ControlCounters, Text};
@@ -48,6 +54,8 @@ pub struct EdgeOptions {
     pub capacity_mbps: u64,
     pub substrate_mtu: u16,
     pub ready_file: Option<PathBuf>,
+    /// Packet workers (threads, each with a queue of both devices); 0: one per core.
+    pub workers: usize,
 }
 
 /// How often the edge reports its load.
@@ -64,6 +72,24 @@ pub struct EdgeLoopStats {
     pub rx_errors: u64,
     pub tx_errors: u64,
     pub last_load_percent: u64,
+}
+
+impl EdgeLoopStats {
+    /// The workers' counters as one edge's (loads add up: each is its share of the
+    /// edge's capacity).
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a EdgeLoopStats>) -> EdgeLoopStats {
+        let mut t = EdgeLoopStats::default();
+        for s in all {
+            t.edge.merge(&s.edge);
+            t.rx_packets += s.rx_packets;
+            t.tx_packets += s.tx_packets;
+            t.rx_errors += s.rx_errors;
+            t.tx_errors += s.tx_errors;
+            t.last_load_percent += s.last_load_percent;
+        }
+        t.last_load_percent = t.last_load_percent.min(100);
+        t
+    }
 }
 
 /// The edge's packet loop: one task owning the [`Edge`] and both devices.
@@ -283,9 +309,27 @@ impl EdgeLoop {
     }
 }
 
-fn render_edge(stats: &watch::Receiver<EdgeLoopStats>, counters: &ControlCounters) -> String {
-    let s = stats.borrow().clone();
+fn render_edge(stats: &[watch::Receiver<EdgeLoopStats>], counters: &ControlCounters) -> String {
+    let each: Vec<EdgeLoopStats> = stats.iter().map(|w| w.borrow().clone()).collect();
+    let s = EdgeLoopStats::sum(&each);
     let mut t = Text::default();
+    t.gauge(
+        "canopy_edge_workers",
+        "Packet workers (each with a queue of both devices).",
+        stats.len() as u64,
+    );
+    let labels: Vec<String> = (0..each.len()).map(|i| format!("worker=\"{i}\"")).collect();
+    let per_worker: Vec<(&str, u64)> = labels
+        .iter()
+        .zip(&each)
+        .map(|(l, w)| (l.as_str(), w.rx_packets))
+        .collect();
+    t.metric(
+        "canopy_edge_worker_packets_total",
+        "counter",
+        "Packets each worker read from its queues (the kernel spreads flows over them).",
+        &per_worker,
+    );
     t.metric(
         "canopy_edge_packets_total",
         "counter",
@@ -379,6 +423,120 @@ fn route_anycast(dev: &str, want: Option<Locator>, had: Option<Locator>) -> Opti
 }
 
 /// Runs the edge until `shutdown` completes.
+/// The edge's packet workers (see the module's documentation).
+struct EdgeWorkers {
+    changes: Vec<mpsc::Sender<EdgeChange>>,
+    stats: Vec<watch::Receiver<EdgeLoopStats>>,
+    ended: mpsc::UnboundedReceiver<(usize, io::Result<()>)>,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl EdgeWorkers {
+    /// One worker per queue pair, and the workers' load reports (with each one's index);
+    /// must be called inside a tokio runtime.
+    fn start(
+        edges: Vec<Edge>,
+        queues: Vec<(Device, Device)>,
+    ) -> io::Result<(EdgeWorkers, mpsc::Receiver<(usize, LoadReport)>)> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let (rep_all, reports) = mpsc::channel(64);
+        let mut w = EdgeWorkers {
+            changes: Vec::new(),
+            stats: Vec::new(),
+            ended,
+            stop,
+            threads: Vec::new(),
+        };
+        for (i, (edge, (sub, out))) in edges.into_iter().zip(queues).enumerate() {
+            let (chg_tx, chg_rx) = mpsc::channel(4096);
+            let (stats_tx, stats_rx) = watch::channel(EdgeLoopStats::default());
+            let (rep_tx, mut rep_rx) = mpsc::channel::<LoadReport>(4);
+            let rep_all = rep_all.clone();
+            tokio::spawn(async move {
+                while let Some(r) = rep_rx.recv().await {
+                    if rep_all.send((i, r)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let (mut stop, ended) = (stop_rx.clone(), ended_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("canopy-edge-{i}"))
+                .spawn(move || {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        rt.block_on(async move {
+                            let lp = EdgeLoop::new(edge, sub, out)?;
+                            lp.run(chg_rx, rep_tx, stats_tx, async move {
+                                while !*stop.borrow_and_update() {
+                                    if stop.changed().await.is_err() {
+                                        return;
+                                    }
+                                }
+                            })
+                            .await
+                        })
+                    }))
+                    .unwrap_or_else(|_| Err(io::Error::other("the worker panicked")));
+                    let _ = ended.send((i, r));
+                })?;
+            w.changes.push(chg_tx);
+            w.stats.push(stats_rx);
+            w.threads.push(thread);
+        }
+        Ok((w, reports))
+    }
+
+    /// Gives every worker `c`.
+    async fn apply(&self, c: EdgeChange) {
+        for w in &self.changes {
+            let _ = w.send(c.clone()).await;
+        }
+    }
+
+    /// Every change sent so far has been taken by every worker (or a worker ended).
+    async fn drained(&self) {
+        while self
+            .changes
+            .iter()
+            .any(|w| w.capacity() < w.max_capacity() && !w.is_closed())
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Completes when a worker ends on its own: which, and why.
+    async fn ended(&mut self) -> (usize, io::Result<()>) {
+        match self.ended.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops the workers, waiting at most `grace` for them.
+    async fn stop(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        for _ in 0..self.threads.len() {
+            if tokio::time::timeout_at(deadline, self.ended.recv())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
 pub async fn run_edge(
     opts: EdgeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -410,29 +568,32 @@ pub async fn run_edge(
         opts.substrate_mtu,
     );
     let route = locator.to_string();
-    let (sub_dev, out_dev) = tokio::task::spawn_blocking(move || {
-        let s = setup_tun(&sub, mtu, WANTED_OFFLOADS, &[route])?;
-        let o = setup_tun(&out, mtu - 20, WANTED_OFFLOADS, &[])?;
+    let n = worker_count(opts.workers);
+    let (sub_devs, out_devs) = tokio::task::spawn_blocking(move || {
+        let s = setup_tun_queues(&sub, mtu, WANTED_OFFLOADS, &[route], n)?;
+        let o = setup_tun_queues(&out, mtu - 20, WANTED_OFFLOADS, &[], n)?;
         Ok::<_, DaemonError>((s, o))
     })
     .await
     .map_err(|e| DaemonError::Config(e.to_string()))??;
 
-    let edge = Edge::new(locator).with_capacity(opts.capacity_mbps.max(1) * 1_000_000 / 8);
-    let lp = EdgeLoop::new(edge, sub_dev, out_dev).map_err(|source| DaemonError::Io {
-        what: "starting the loop".into(),
-        source,
-    })?;
-    let (chg_tx, chg_rx) = mpsc::channel(4096);
-    let (rep_tx, mut rep_rx) = mpsc::channel::<LoadReport>(4);
-    let (stats_tx, stats_rx) = watch::channel(EdgeLoopStats::default());
-    let (loop_stop_tx, loop_stop_rx) = oneshot::channel::<()>();
-    let mut looper = tokio::spawn(lp.run(chg_rx, rep_tx, stats_tx, async move {
-        let _ = loop_stop_rx.await;
-    }));
+    // Each worker's edge has the whole capacity: its load is its share, and they add up.
+    let capacity = opts.capacity_mbps.max(1) * 1_000_000 / 8;
+    let edges = (0..n)
+        .map(|_| Edge::new(locator).with_capacity(capacity))
+        .collect();
+    let (mut workers, mut reports) =
+        EdgeWorkers::start(edges, sub_devs.into_iter().zip(out_devs).collect()).map_err(
+            |source| DaemonError::Io {
+                what: "starting the workers".into(),
+                source,
+            },
+        )?;
+    tracing::info!(workers = n, "packet workers started");
+    let mut loads = vec![0.0f64; n];
     let metrics_task = match opts.metrics {
         Some(addr) => {
-            let (s, c) = (stats_rx.clone(), counters.clone());
+            let (s, c) = (workers.stats.clone(), counters.clone());
             let render: metrics::Render = Arc::new(move || render_edge(&s, &c));
             Some(
                 metrics::serve(addr, render, stopped())
@@ -469,11 +630,9 @@ pub async fn run_edge(
     };
     for c in converge(&catalog, &mut applied, &mut routes, &mut anycast) {
         ControlCounters::inc(&counters.changes_applied);
-        let _ = chg_tx.send(c).await;
+        workers.apply(c).await;
     }
-    while chg_tx.capacity() < chg_tx.max_capacity() && !looper.is_finished() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    workers.drained().await;
     if let Some(p) = &opts.ready_file {
         write_ready(p)?;
     }
@@ -482,18 +641,22 @@ pub async fn run_edge(
     let result = loop {
         tokio::select! {
             () = &mut stop => break Ok(()),
-            r = &mut looper => {
-                break match r {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(DaemonError::Io { what: "the packet loop".into(), source: e }),
-                    Err(e) => Err(DaemonError::Config(format!("the packet loop failed: {e}"))),
-                };
+            (i, r) = workers.ended() => {
+                let e = r.err().unwrap_or_else(|| io::Error::other("the worker stopped"));
+                break Err(DaemonError::Io { what: format!("packet worker {i}"), source: e });
             }
-            Some(r) = rep_rx.recv() => {
+            Some((i, r)) = reports.recv() => {
+                // The edge's load: its workers' shares, reported once a round (when
+                // worker 0's comes).
+                loads[i] = r.load;
+                if i != 0 {
+                    continue;
+                }
                 let client = client.clone();
                 let counters = counters.clone();
                 let id = opts.edge_id.clone();
-                let pct = (r.load * 100.0).round().clamp(0.0, 100.0) as u32;
+                let load: f64 = loads.iter().sum();
+                let pct = (load * 100.0).round().clamp(0.0, 100.0) as u32;
                 tokio::spawn(async move {
                     ControlCounters::inc(&counters.reports_sent);
                     if let Err(e) = client.report_edge(&id, true, pct).await {
@@ -527,17 +690,14 @@ pub async fn run_edge(
                 if changed {
                     for c in converge(&catalog, &mut applied, &mut routes, &mut anycast) {
                         ControlCounters::inc(&counters.changes_applied);
-                        let _ = chg_tx.send(c).await;
+                        workers.apply(c).await;
                     }
                 }
             }
         }
     };
-    let _ = loop_stop_tx.send(());
     watcher.abort();
-    if !looper.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut looper).await;
-    }
+    workers.stop(Duration::from_secs(1)).await;
     if let Some(m) = metrics_task {
         m.abort();
     }
