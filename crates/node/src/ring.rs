@@ -73,10 +73,21 @@ impl ReadEnd {
 }
 
 impl Ring {
-    /// A ring for batches of up to `batch` reads and `batch` writes.
+    /// A ring for batches of up to `batch` reads and `batch` writes. It must be used
+    /// from the thread that made it (`IORING_SETUP_SINGLE_ISSUER`; the loops run on
+    /// current-thread runtimes): from another, its calls fail and the loop falls back to
+    /// one system call per packet.
     pub fn new(batch: u32) -> io::Result<Ring> {
+        let entries = (batch * 2).next_power_of_two();
+        // One thread submits and reaps (the worker's): no task work needs an interrupt
+        // to run. Kernels before 6.0 refuse the flags: then a plain ring.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(entries)
+            .or_else(|_| IoUring::new(entries))?;
         Ok(Ring {
-            ring: IoUring::new((batch * 2).next_power_of_two())?,
+            ring,
             queued: 0,
             results: Vec::with_capacity(batch as usize),
             submits: 0,
