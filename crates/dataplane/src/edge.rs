@@ -205,6 +205,13 @@ impl Edge {
         self
     }
 
+    /// Where the IPv4 identifications this edge makes up (IPv6 -> IPv4 without a
+    /// fragment header) start; an edge's workers each start elsewhere.
+    pub fn with_ident_seed(mut self, start: u16) -> Self {
+        self.translator.seed_ident(start);
+        self
+    }
+
     /// The load since the previous report (the first report covers nothing and says 0).
     pub fn report_load(&mut self, now: Instant) -> LoadReport {
         let total = self.stats.outbound_bytes + self.stats.inbound_bytes;

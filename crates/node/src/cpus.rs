@@ -1,6 +1,6 @@
 //! Which CPU each packet worker runs on: `canopy agent --cpus` in Linux's CPU list form
-//! (`0-3,8`, or `0-7:2` for every second one, as in `/sys/devices/system/cpu/online`,
-//! `taskset -c` or `isolcpus=`), checked against
+//! (`0-3,8`, as in `/sys/devices/system/cpu/online`; and `0-7:2` for every second one,
+//! as `taskset -c` takes it), checked against
 //! the CPUs this process may use, and the pinning of a worker's thread to its CPU.
 //!
 //! Without `--cpus` the workers are not pinned: on a machine shared with the VMs' own
@@ -31,9 +31,14 @@ pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
         };
         match part.split_once('-') {
             Some((a, rest)) => {
-                // A range, with the kernel's optional stride: `0-7:2` is 0,2,4,6.
+                // A range, with taskset's optional stride: `0-7:2` is 0,2,4,6.
                 let (b, step) = match rest.split_once(':') {
-                    Some((b, step)) => (b, num(step)?),
+                    Some((b, step)) => (
+                        b,
+                        step.trim()
+                            .parse::<usize>()
+                            .map_err(|_| format!("stride {step:?} in {s:?} is not a number"))?,
+                    ),
                     None => (rest, 1),
                 };
                 let (a, b) = (num(a)?, num(b)?);
@@ -167,7 +172,7 @@ mod tests {
             ("1,,2", "empty"),
             ("3-1", "backwards"),
             ("0-7:0", "stride of 0"),
-            ("0-7:x", "not a CPU number"),
+            ("0-7:x", "not a number"),
             ("a", "not a CPU number"),
             ("1-x", "not a CPU number"),
             ("0-18446744073709551615", "numbered below"),

@@ -422,7 +422,6 @@ fn route_anycast(dev: &str, want: Option<Locator>, had: Option<Locator>) -> Opti
     }
 }
 
-/// Runs the edge until `shutdown` completes.
 /// The edge's packet workers (see the module's documentation).
 struct EdgeWorkers {
     changes: Vec<mpsc::Sender<EdgeChange>>,
@@ -537,6 +536,7 @@ impl EdgeWorkers {
     }
 }
 
+/// Runs the edge until `shutdown` completes.
 pub async fn run_edge(
     opts: EdgeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -579,8 +579,13 @@ pub async fn run_edge(
 
     // Each worker's edge has the whole capacity: its load is its share, and they add up.
     let capacity = opts.capacity_mbps.max(1) * 1_000_000 / 8;
+    // Each with its own stretch of IPv4 identifications for the packets it translates.
     let edges = (0..n)
-        .map(|_| Edge::new(locator).with_capacity(capacity))
+        .map(|i| {
+            Edge::new(locator)
+                .with_capacity(capacity)
+                .with_ident_seed((i * 65536 / n) as u16)
+        })
         .collect();
     let (mut workers, mut reports) =
         EdgeWorkers::start(edges, sub_devs.into_iter().zip(out_devs).collect()).map_err(
@@ -590,7 +595,9 @@ pub async fn run_edge(
             },
         )?;
     tracing::info!(workers = n, "packet workers started");
-    let mut loads = vec![0.0f64; n];
+    // Each worker's last load report: its share, and when it came.
+    let started = tokio::time::Instant::now();
+    let mut loads = vec![(0.0f64, started); n];
     let metrics_task = match opts.metrics {
         Some(addr) => {
             let (s, c) = (workers.stats.clone(), counters.clone());
@@ -647,19 +654,29 @@ pub async fn run_edge(
             }
             Some((i, r)) = reports.recv() => {
                 // The edge's load: its workers' shares, reported once a round (when
-                // worker 0's comes).
-                loads[i] = r.load;
+                // worker 0's comes). A worker silent for two rounds is stuck, its queues
+                // unread: the edge reports itself unhealthy, and the agents leave it.
+                let now = tokio::time::Instant::now();
+                loads[i] = (r.load, now);
                 if i != 0 {
                     continue;
                 }
+                let stuck: Vec<usize> = (0..n)
+                    .filter(|&w| now.duration_since(loads[w].1) > 2 * REPORT_INTERVAL + REPORT_INTERVAL / 2)
+                    .filter(|_| now.duration_since(started) > 3 * REPORT_INTERVAL)
+                    .collect();
+                if !stuck.is_empty() {
+                    tracing::warn!(workers = ?stuck, "packet workers silent: reporting the edge unhealthy");
+                }
+                let healthy = stuck.is_empty();
                 let client = client.clone();
                 let counters = counters.clone();
                 let id = opts.edge_id.clone();
-                let load: f64 = loads.iter().sum();
+                let load: f64 = loads.iter().map(|l| l.0).sum();
                 let pct = (load * 100.0).round().clamp(0.0, 100.0) as u32;
                 tokio::spawn(async move {
                     ControlCounters::inc(&counters.reports_sent);
-                    if let Err(e) = client.report_edge(&id, true, pct).await {
+                    if let Err(e) = client.report_edge(&id, healthy, pct).await {
                         ControlCounters::inc(&counters.report_errors);
                         tracing::debug!(error = %e, "load report failed");
                     }

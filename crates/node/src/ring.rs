@@ -80,11 +80,13 @@ impl Ring {
     pub fn new(batch: u32) -> io::Result<Ring> {
         let entries = (batch * 2).next_power_of_two();
         // One thread submits and reaps (the worker's): no task work needs an interrupt
-        // to run. Kernels before 6.0 refuse the flags: then a plain ring.
+        // to run. Kernels before 6.0 refuse the first flag, before 5.19 the second:
+        // then without.
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
             .build(entries)
+            .or_else(|_| IoUring::builder().setup_coop_taskrun().build(entries))
             .or_else(|_| IoUring::new(entries))?;
         Ok(Ring {
             ring,

@@ -370,6 +370,13 @@ impl Translator {
         r
     }
 
+    /// Where the IPv4 identifications this translator makes up start: translators that
+    /// share a source address (an edge's workers) start apart, so as not to repeat each
+    /// other's (RFC 6864).
+    pub fn seed_ident(&mut self, start: u16) {
+        self.next_ident = start;
+    }
+
     #[inline]
     pub(crate) fn ident(&mut self) -> u16 {
         self.next_ident = self.next_ident.wrapping_add(1);

@@ -290,6 +290,25 @@ fn decode_sets_df_above_1260_bytes() {
 }
 
 #[test]
+fn small_packets_get_identifications_from_the_seed_on() {
+    // Not DF at 1260 bytes or less (no fragment header to take one from): the translator
+    // makes up the identification, counting from where it was seeded, so that an edge's
+    // workers, which share public addresses, do not repeat each other's.
+    let six = enc(&V4::new(17).build(&udp(A, B, 1, 2, &[1u8; 100], false)));
+    let ident = |t: &mut Translator| {
+        let back = decode(t, &six).expect("decode");
+        let b = Ipv4Packet::new_checked(&back[..]).unwrap();
+        assert!(!b.dont_frag() && b.verify_checksum());
+        b.ident()
+    };
+    let mut t = Translator::default();
+    t.seed_ident(0x8000);
+    assert_eq!((ident(&mut t), ident(&mut t)), (0x8001, 0x8002));
+    t.seed_ident(u16::MAX);
+    assert_eq!(ident(&mut t), 0);
+}
+
+#[test]
 fn options_are_removed_and_source_routes_dropped() {
     let mut h = V4::new(17);
     h.options = vec![7, 7, 4, 0, 0, 0, 0, 0]; // record route, room for one address
