@@ -124,7 +124,7 @@ impl AgentConfig {
             hold_per_address: 32,
             max_nat_flows: 262_144,
             max_connections_per_node: 16_384,
-            probe_interval_ms: 250,
+            probe_interval_ms: 100,
             probe_misses: 3,
             worker: 0,
             workers: 1,
@@ -906,9 +906,9 @@ impl Agent {
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
         if self.probes() && self.cfg.probe_interval_ms > 0 && now >= self.next_probe {
-            // On a fixed schedule: the daemon ticks every 100 ms, and counting from the
-            // tick would stretch 250 ms to 300 between rounds (and the time to find a
-            // dead edge with it); after a long stall, from now.
+            // On a fixed schedule: counted from the daemon's 100 ms ticks, an interval that
+            // is not a multiple of them would stretch (250 ms to 300), and the time to
+            // find a dead edge with it; after a long stall, from now.
             let interval = self.cfg.probe_interval_ms;
             self.next_probe = self.next_probe.plus_millis(interval);
             if self.next_probe <= now {
@@ -1342,7 +1342,7 @@ impl Agent {
 const REFILL_RETRY_MS: u64 = 5_000;
 const REFILL_RETRY_MAX_MS: u64 = 80_000;
 
-/// Every this many probe rounds (1 s at 250 ms), the probing worker tells the others
+/// Every this many probe rounds (400 ms at 100 ms), the probing worker tells the others
 /// every member's state again, not only what changed.
 const RESTATE_ROUNDS: u16 = 4;
 
@@ -1554,14 +1554,22 @@ impl Agent {
         self.stats.members_down = self.health.values().filter(|h| h.down).count() as u64;
     }
 
-    /// `members` with those this agent found dead marked down. `keep_load`: pass their
-    /// reported load on (a new configuration); otherwise none, so that re-applying the
-    /// same members does not count their last report again.
+    /// `members` with those this agent found dead marked down, unless that would leave
+    /// no active member: then the probes are more likely lost than every edge dead (a
+    /// filter on the way, a host too busy to answer in time), and the pool goes on as
+    /// configured rather than dropping everything (fail open, as Envoy's panic
+    /// threshold). `keep_load`: pass their reported load on (a new configuration);
+    /// otherwise none, so that re-applying the same members does not count their last
+    /// report again.
     fn with_health(&self, members: &[Member], keep_load: bool) -> Vec<Member> {
+        let dead = |m: &Member| self.health.get(&m.locator).is_some_and(|h| h.down);
+        let active = |m: &&Member| m.state == MemberState::Active;
+        let fail_open =
+            members.iter().any(|m| active(&m)) && members.iter().filter(active).all(dead);
         members
             .iter()
             .map(|m| Member {
-                state: if self.health.get(&m.locator).is_some_and(|h| h.down) {
+                state: if dead(m) && !fail_open {
                     MemberState::Down
                 } else {
                     m.state
