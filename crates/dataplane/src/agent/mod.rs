@@ -603,11 +603,6 @@ impl Agent {
         self.cfg.worker == 0
     }
 
-    /// This worker's probes' echo identifier: the answers come back to it.
-    fn probe_ident(&self) -> u16 {
-        PROBE_IDENT.wrapping_add(self.cfg.worker)
-    }
-
     pub fn stats(&self) -> &AgentStats {
         &self.stats
     }
@@ -894,8 +889,7 @@ impl Agent {
             h.awaiting_send = true;
             h.awaiting_reply = true;
             let (seq, at) = (self.probe_seq, self.now.millis());
-            let ident = self.probe_ident();
-            let n = probe::request(out, &self.cfg.locator, &l, ident, seq, at);
+            let n = probe::request(out, &self.cfg.locator, &l, PROBE_IDENT, seq, at);
             return Some((Ready::FromSubstrate, n));
         }
         None
@@ -1346,7 +1340,7 @@ const REFILL_RETRY_MAX_MS: u64 = 80_000;
 /// every member's state again, not only what changed.
 const RESTATE_ROUNDS: u16 = 4;
 
-/// The echo identifier of this agent's probes.
+/// The echo identifier of this agent's probes (worker 0's: it probes for the host).
 const PROBE_IDENT: u16 = 0xca70;
 
 /// What probing has found out about a pool member.
@@ -1621,30 +1615,26 @@ impl Agent {
         let misses = self.cfg.probe_misses.max(1);
         let mut died = Vec::new();
         for (l, h) in self.health.iter_mut() {
-            if h.awaiting_reply && !std::mem::take(&mut h.fresh) {
+            let fresh = std::mem::take(&mut h.fresh);
+            if h.awaiting_reply && !fresh {
                 h.misses = h.misses.saturating_add(1);
                 if (h.misses >= misses || !h.answered) && !h.down {
                     h.down = true;
                     died.push(*l);
                 }
             }
-            h.fresh = false;
             h.awaiting_reply = false;
             h.awaiting_send = false;
             self.probe_queue.push_back(*l);
         }
-        for &l in &died {
+        for l in died {
             self.health_changed(l);
+            self.tell_health(l, false);
         }
-        if self.cfg.workers > 1 {
-            for l in died {
-                self.tell_health(l, false);
-            }
-            if self.probe_seq.is_multiple_of(RESTATE_ROUNDS) {
-                self.health_news.clear();
-                for (&l, h) in &self.health {
-                    self.health_news.push_back((l, !h.down));
-                }
+        if self.cfg.workers > 1 && self.probe_seq.is_multiple_of(RESTATE_ROUNDS) {
+            self.health_news.clear();
+            for (&l, h) in &self.health {
+                self.health_news.push_back((l, !h.down));
             }
         }
     }
@@ -1655,8 +1645,7 @@ impl Agent {
         let Some(e) = probe::parse(bytes) else {
             return Verdict::Drop(DropReason::UnexpectedProbe);
         };
-        let ident = self.probe_ident();
-        let ours = e.ident == ident && e.seq == self.probe_seq;
+        let ours = e.ident == PROBE_IDENT && e.seq == self.probe_seq;
         match e.ty {
             probe::ECHO_REQUEST if ours && e.src == self.cfg.locator => {
                 match self.health.get_mut(&e.dst) {
@@ -1669,14 +1658,12 @@ impl Agent {
                 }
             }
             probe::ECHO_REPLY
-                if e.dst == self.cfg.locator
-                    && e.ident != ident
-                    && e.ident.wrapping_sub(PROBE_IDENT) < self.cfg.workers =>
+                if e.dst == self.cfg.locator && e.ident == PROBE_IDENT && !self.probes() =>
             {
-                // Another worker's probe: its answer goes back there.
-                Verdict::ToWorker(e.ident.wrapping_sub(PROBE_IDENT))
+                // Worker 0's probe, whose answer this worker read: it goes back there.
+                Verdict::ToWorker(0)
             }
-            probe::ECHO_REPLY if e.dst == self.cfg.locator && e.ident == ident => {
+            probe::ECHO_REPLY if e.dst == self.cfg.locator && e.ident == PROBE_IDENT => {
                 // A late answer (an earlier round) is consumed without counting.
                 if let Some(h) = self
                     .health
@@ -1881,7 +1868,7 @@ impl Agent {
         if due {
             self.asked_blocks.insert((network, vip), now);
             self.first_block_asked.insert((network, vip));
-            self.queue_event(Event::NeedPortBlock { network, vip });
+            self.push_block_event(Event::NeedPortBlock { network, vip });
         }
     }
 
@@ -1910,7 +1897,7 @@ impl Agent {
             };
             if due && !self.asked_blocks.contains_key(&key) {
                 self.refill_asked.insert(key, (now, wait));
-                self.queue_event(Event::NeedPortBlock {
+                self.push_block_event(Event::NeedPortBlock {
                     network: key.0,
                     vip: key.1,
                 });
@@ -1952,9 +1939,9 @@ impl Agent {
         }
     }
 
-    /// Queues a port block request or a health finding; bounded as
-    /// [`push_event`](Self::push_event), and not counted as a resolve.
-    fn queue_event(&mut self, e: Event) {
+    /// Queues a port block request; bounded as [`push_event`](Self::push_event), and not
+    /// counted as a resolve.
+    fn push_block_event(&mut self, e: Event) {
         if self.events.len() == self.events.capacity() {
             self.events.pop_front();
         }
@@ -1996,7 +1983,7 @@ impl Agent {
             true
         });
         for (network, vip) in again {
-            self.queue_event(Event::NeedPortBlock { network, vip });
+            self.push_block_event(Event::NeedPortBlock { network, vip });
         }
     }
 
